@@ -1,0 +1,744 @@
+"""The checkpoint store: publish, find and fetch checkpoint folders under file:// or s3:// URIs.
+
+A checkpoint is a folder of files (an HF-format model: safetensors, config.json, tokenizer and image
+processor files, ...) plus `manifest.json`, which lists the sha256 and size of every file, a digest over
+those entries, the MLflow run that produced it and its step key. The manifest is written last, so a
+folder without one is not a checkpoint: `exists()` is False and `fetch()` refuses it.
+
+Publishing:
+- file://: the files are copied into a hidden sibling folder, the manifest written there, and the
+  folder renamed into place. A folder that is already the destination (a job that exported straight
+  into the store) is published in place by writing its manifest (temp file + os.replace).
+- s3://: every file is uploaded (multipart above the configured threshold), keys under the prefix
+  that the new manifest does not list are deleted, and manifest.json is put last.
+- Publishing to a URI that already holds a checkpoint with the same digest does nothing and returns
+  the stored manifest: steps publish per step key, so a rerun is idempotent. A different digest raises
+  `CheckpointExistsError` unless `overwrite=True`; an overwrite first removes the old manifest, so
+  during it (and after it is interrupted) no checkpoint is visible at that URI.
+- Nothing is published over a folder or prefix that holds other checkpoints further down.
+
+Fetching downloads (or copies) every file into a hidden sibling of the target folder, checks size and
+sha256 against the manifest and renames the folder into place; a mismatch or a missing file raises
+`CorruptCheckpointError` naming the file. `local_path()` verifies a file:// checkpoint in place
+instead of copying it, and `materialize()` picks whichever of the two fits the URI.
+
+URIs: `file://relative/path` is relative to the repository root, `file:///abs/path` is absolute, a
+plain path is an ordinary file-system path; `s3://bucket/prefix` needs a non-empty prefix.
+This module is plain Python (boto3 + stdlib): job programs and Prefect tasks both import it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from conf import REPO_ROOT, validated
+from tasks.store_config import S3Config, StorageConfig
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+_MIB = 1024 * 1024
+_S3_DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
+_NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked; the message names the URI."""
+
+
+class CheckpointNotFoundError(StoreError, FileNotFoundError):
+    """No manifest at the URI: nothing was published there, or a publish did not finish."""
+
+
+class CheckpointExistsError(StoreError):
+    """A different checkpoint is already published at the URI (pass overwrite=True to replace it)."""
+
+
+class CorruptCheckpointError(StoreError):
+    """A file of a checkpoint is missing or does not match its manifest entry."""
+
+    def __init__(
+        self, location: str, relpath: str, problem: str, expected: str | None = None, actual: str | None = None
+    ):
+        self.location = location
+        self.relpath = relpath
+        self.expected = expected
+        self.actual = actual
+        detail = f" (expected {expected}, got {actual})" if expected is not None else ""
+        super().__init__(f"corrupt checkpoint {location}: file '{relpath}' {problem}{detail}")
+
+
+# ----------------------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size: int
+
+
+@dataclass
+class Manifest:
+    """The list of a checkpoint's files with their digests; `digest` depends on the files alone."""
+
+    files: dict[str, FileEntry]
+    digest: str
+    run_id: str | None
+    step_key: str | None
+    created_at: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def total_size(self) -> int:
+        return sum(entry.size for entry in self.files.values())
+
+    def to_json(self) -> str:
+        body = {
+            "format": self.format,
+            "digest": self.digest,
+            "run_id": self.run_id,
+            "step_key": self.step_key,
+            "created_at": self.created_at,
+            "meta": self.meta,
+            "files": {rel: {"sha256": e.sha256, "size": e.size} for rel, e in sorted(self.files.items())},
+        }
+        return json.dumps(body, indent=1, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str) -> Manifest:
+        """Parse and check a manifest; `source` names where it came from in error messages."""
+        try:
+            body = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{source}: manifest is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise StoreError(f"{source}: manifest must be a JSON object")
+        if body.get("format") != MANIFEST_FORMAT:
+            raise StoreError(
+                f"{source}: unsupported manifest format {body.get('format')!r} (this code reads {MANIFEST_FORMAT})"
+            )
+        for key in ("files", "digest", "created_at"):
+            if key not in body:
+                raise StoreError(f"{source}: manifest lacks '{key}'")
+        if not isinstance(body["files"], dict):
+            raise StoreError(f"{source}: manifest 'files' must be an object")
+        files: dict[str, FileEntry] = {}
+        for rel, entry in body["files"].items():
+            _check_relpath(rel, source)
+            if not (isinstance(entry, dict) and _is_sha256(entry.get("sha256")) and _is_size(entry.get("size"))):
+                raise StoreError(f"{source}: manifest entry '{rel}' needs a hex 'sha256' and an integer 'size' >= 0")
+            files[rel] = FileEntry(sha256=entry["sha256"], size=entry["size"])
+        meta = body.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise StoreError(f"{source}: manifest 'meta' must be an object")
+        manifest = cls(
+            files=files,
+            digest=body["digest"],
+            run_id=body.get("run_id"),
+            step_key=body.get("step_key"),
+            created_at=body["created_at"],
+            meta=meta,
+        )
+        if files_digest(files) != manifest.digest:
+            actual = files_digest(files)
+            raise StoreError(f"{source}: manifest digest {manifest.digest} does not match its file list ({actual})")
+        return manifest
+
+
+def files_digest(files: Mapping[str, FileEntry]) -> str:
+    """sha256 over the sorted `path<TAB>sha256<TAB>size` lines: independent of file order and of metadata."""
+    hasher = hashlib.sha256()
+    for rel in sorted(files):
+        entry = files[rel]
+        hasher.update(f"{rel}\t{entry.sha256}\t{entry.size}\n".encode())
+    return hasher.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def list_files(local_dir: Path) -> list[str]:
+    """Relative POSIX paths of the files under `local_dir`, the top-level manifest excluded."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(local_dir):
+        linked = [name for name in dirnames if (Path(dirpath) / name).is_symlink()]
+        if linked:  # os.walk does not descend into them: their files would be left out silently
+            raise StoreError(f"{Path(dirpath) / linked[0]}: symlinked folders are not supported in a checkpoint")
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(local_dir).as_posix()
+            if rel != MANIFEST_NAME:
+                _check_relpath(rel, str(local_dir))
+                found.append(rel)
+    return sorted(found)
+
+
+def build_manifest(
+    local_dir: str | Path,
+    run_id: str | None = None,
+    step_key: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Hash every file of `local_dir` (streaming) into a manifest; does not write it."""
+    local_dir = Path(local_dir)
+    if not local_dir.is_dir():
+        raise StoreError(f"not a folder: {local_dir}")
+    files = {}
+    for rel in list_files(local_dir):
+        path = local_dir / rel
+        files[rel] = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+    if not files:
+        raise StoreError(f"{local_dir}: a checkpoint needs at least one file")
+    meta = dict(meta or {})
+    try:
+        json.dumps(meta)
+    except TypeError as exc:
+        raise StoreError(f"{local_dir}: manifest meta must be JSON-serialisable: {exc}") from exc
+    return Manifest(
+        files=files,
+        digest=files_digest(files),
+        run_id=run_id,
+        step_key=step_key,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        meta=meta,
+    )
+
+
+def verify_dir(local_dir: str | Path, manifest: Manifest | None = None) -> Manifest:
+    """Check every file of `local_dir` against `manifest` (default: the folder's own manifest.json)."""
+    local_dir = Path(local_dir)
+    if manifest is None:
+        manifest = _read_local_manifest(local_dir)
+        if manifest is None:
+            raise CheckpointNotFoundError(f"no checkpoint at {local_dir}: {MANIFEST_NAME} is missing")
+    for rel, entry in manifest.files.items():
+        _verify_file(local_dir / rel, rel, entry, str(local_dir))
+    return manifest
+
+
+def _verify_file(path: Path, rel: str, entry: FileEntry, location: str) -> None:
+    if not path.is_file():
+        raise CorruptCheckpointError(location, rel, "is missing")
+    size = path.stat().st_size
+    if size != entry.size:
+        raise CorruptCheckpointError(location, rel, "has the wrong size", f"{entry.size} bytes", f"{size} bytes")
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise CorruptCheckpointError(location, rel, "has the wrong sha256", entry.sha256, actual)
+
+
+def _check_relpath(rel: str, source: str) -> None:
+    parts = rel.split("/")
+    if (
+        not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or any(part in ("", ".", "..") for part in parts)
+        or any(ord(ch) < 32 for ch in rel)
+        or rel == MANIFEST_NAME
+    ):
+        raise StoreError(f"{source}: '{rel}' is not a valid file path inside a checkpoint")
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_local_manifest(folder: Path) -> Manifest | None:
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    return Manifest.from_json(path.read_bytes(), str(path))
+
+
+# ----------------------------------------------------------------------------------------- URIs
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def resolve_local(uri_or_path: str | Path) -> Path:
+    """The absolute folder of a file:// URI or a plain path.
+
+    `file://runs/store/x` is relative to the repository root, `file:///abs` is absolute, and a plain
+    relative path is relative to the working directory (like any path).
+    """
+    text = str(uri_or_path)
+    if is_s3(text):
+        raise StoreError(f"not a local URI: {text}")
+    if text.startswith("file://"):
+        rest = text[len("file://"):]
+        if not rest:
+            raise StoreError(f"empty file:// URI: {text}")
+        path = Path(rest)
+        return (path if path.is_absolute() else REPO_ROOT / path).resolve()
+    if "://" in text:
+        raise StoreError(f"unsupported URI scheme (file:// or s3://): {text}")
+    return Path(text).resolve()
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix")."""
+    if not is_s3(uri):
+        raise StoreError(f"not an s3:// URI: {uri}")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    prefix = prefix.strip("/")
+    if not bucket or not prefix:
+        raise StoreError(f"an s3 checkpoint URI needs a bucket and a prefix (s3://bucket/prefix), got {uri}")
+    return bucket, prefix
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """`join_uri("s3://b/store", "stage1", key)` -> "s3://b/store/stage1/<key>"."""
+    cleaned = []
+    for part in parts:
+        for piece in str(part).strip("/").split("/"):
+            if piece in ("", ".", ".."):
+                raise StoreError(f"invalid URI part '{part}' (joining onto {base})")
+            cleaned.append(piece)
+    return "/".join([str(base).rstrip("/"), *cleaned])
+
+
+# ----------------------------------------------------------------------------------------- backends
+
+
+class _MissingObject(Exception):
+    """A file listed by the manifest is not in the store."""
+
+
+class _LocalBackend:
+    """A checkpoint is a folder; publish and fetch assemble a hidden sibling and rename it into place."""
+
+    def read_manifest(self, uri: str) -> Manifest | None:
+        return _read_local_manifest(resolve_local(uri))
+
+    def has_manifest(self, uri: str) -> bool:
+        return (resolve_local(uri) / MANIFEST_NAME).is_file()
+
+    def fetch_file(self, uri: str, rel: str, target: Path) -> None:
+        source = resolve_local(uri) / rel
+        if not source.is_file():
+            raise _MissingObject(rel)
+        self._copy_file(source, target)
+
+    def publish(self, local_dir: Path, uri: str, manifest: Manifest, replacing: bool) -> None:
+        dest = resolve_local(uri)
+        if dest == local_dir.resolve():
+            _write_manifest_atomically(dest, manifest)
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = _sibling(dest, "publish")
+        try:
+            for rel in manifest.files:
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._copy_file(local_dir / rel, target)
+            _write_manifest_atomically(staging, manifest)
+            _swap_into_place(staging, dest, manifest.digest, replace_plain_folder=True, keep_same_digest=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _copy_file(self, source: Path, target: Path) -> None:
+        shutil.copyfile(source, target)
+
+
+class _S3Backend:
+    """A checkpoint is the keys under `prefix/`; manifest.json is put after every file."""
+
+    def __init__(self, settings: S3Config):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        self._client = session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            config=Config(
+                retries={"max_attempts": settings.max_attempts, "mode": settings.retry_mode},
+                connect_timeout=settings.connect_timeout_s,
+                read_timeout=settings.read_timeout_s,
+                s3={"addressing_style": settings.addressing_style},
+                request_checksum_calculation=settings.request_checksum_calculation,
+                response_checksum_validation=settings.response_checksum_validation,
+            ),
+        )
+        self._transfer = TransferConfig(
+            multipart_threshold=settings.multipart_threshold_mb * _MIB,
+            multipart_chunksize=settings.multipart_chunk_mb * _MIB,
+            max_concurrency=settings.max_concurrency,
+            use_threads=settings.max_concurrency > 1,
+        )
+
+    def read_manifest(self, uri: str) -> Manifest | None:
+        bucket, prefix = split_s3(uri)
+        key = f"{prefix}/{MANIFEST_NAME}"
+        with _s3_errors(uri):
+            try:
+                body = self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except Exception as exc:
+                if _error_code(exc) in _NOT_FOUND_CODES:
+                    return None
+                raise
+        return Manifest.from_json(body, f"s3://{bucket}/{key}")
+
+    def has_manifest(self, uri: str) -> bool:
+        bucket, prefix = split_s3(uri)
+        with _s3_errors(uri):
+            try:
+                self._client.head_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}")
+            except Exception as exc:
+                if _error_code(exc) in _NOT_FOUND_CODES:
+                    return False
+                raise
+        return True
+
+    def fetch_file(self, uri: str, rel: str, target: Path) -> None:
+        bucket, prefix = split_s3(uri)
+        with _s3_errors(uri):
+            try:
+                self._client.download_file(bucket, f"{prefix}/{rel}", str(target), Config=self._transfer)
+            except Exception as exc:
+                if _error_code(exc) in _NOT_FOUND_CODES:
+                    raise _MissingObject(rel) from exc
+                raise
+
+    def publish(self, local_dir: Path, uri: str, manifest: Manifest, replacing: bool) -> None:
+        bucket, prefix = split_s3(uri)
+        manifest_key = f"{prefix}/{MANIFEST_NAME}"
+        uploaded: list[str] = []
+        with _s3_errors(uri):
+            present = self._list_keys(bucket, prefix)
+            nested = [key for key in present if key.endswith(f"/{MANIFEST_NAME}") and key != manifest_key]
+            if nested:
+                raise StoreError(
+                    f"refusing to publish to {uri}: it holds another checkpoint (s3://{bucket}/{nested[0]})"
+                )
+            if replacing:
+                # From here until the new manifest is put, the URI holds no checkpoint.
+                self._client.delete_object(Bucket=bucket, Key=manifest_key)
+            try:
+                for rel in manifest.files:
+                    key = f"{prefix}/{rel}"
+                    self._upload_file(local_dir / rel, bucket, key)
+                    uploaded.append(key)
+                # Files of a replaced checkpoint or of an unfinished publish that this one does not list.
+                listed = set(uploaded) | {manifest_key}
+                self._delete_keys(bucket, [key for key in present if key not in listed])
+                self._client.put_object(
+                    Bucket=bucket, Key=manifest_key, Body=manifest.to_json().encode(), ContentType="application/json"
+                )
+            except BaseException:
+                self._delete_keys_quietly(bucket, uploaded)
+                raise
+
+    def download_prefix(self, uri: str, target: Path) -> int:
+        """Copy every object under `uri/` into `target` (no manifest needed); returns the file count."""
+        bucket, prefix = split_s3(uri)
+        with _s3_errors(uri):
+            keys = self._list_keys(bucket, prefix)
+            for key in keys:
+                rel = key[len(prefix) + 1:]
+                _check_relpath(rel, uri)
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                self._client.download_file(bucket, key, str(target / rel), Config=self._transfer)
+        return len(keys)
+
+    def _upload_file(self, path: Path, bucket: str, key: str) -> None:
+        self._client.upload_file(str(path), bucket, key, Config=self._transfer)
+
+    def _list_keys(self, bucket: str, prefix: str) -> list[str]:
+        keys = []
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    def _delete_keys(self, bucket: str, keys: list[str]) -> None:
+        for start in range(0, len(keys), _S3_DELETE_BATCH):
+            batch = [{"Key": key} for key in keys[start : start + _S3_DELETE_BATCH]]
+            self._client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def _delete_keys_quietly(self, bucket: str, keys: list[str]) -> None:
+        try:
+            self._delete_keys(bucket, keys)
+        except Exception as exc:  # the publish error matters more; orphans are invisible without a manifest
+            log.warning("could not remove %d uploaded keys of a failed publish: %s", len(keys), exc)
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code"))
+    return None
+
+
+@contextmanager
+def _s3_errors(uri: str) -> Iterator[None]:
+    """Turn botocore's errors into StoreError naming the URI (missing credentials, bucket, endpoint)."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except NoCredentialsError as exc:
+        raise StoreError(
+            f"{uri}: no AWS credentials found (standard chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            f"~/.aws/credentials, AWS_PROFILE, instance role)"
+        ) from exc
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code == "NoSuchBucket":
+            raise StoreError(f"{uri}: bucket does not exist") from exc
+        if code in _NOT_FOUND_CODES:
+            raise
+        raise StoreError(f"{uri}: S3 request failed: {exc}") from exc
+    except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: S3UploadFailedError wraps a failed transfer
+        raise StoreError(f"{uri}: S3 request failed: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------- file helpers
+
+
+def _sibling(path: Path, purpose: str) -> Path:
+    return path.parent / f".{path.name}.{purpose}-{uuid.uuid4().hex[:12]}"
+
+
+def _write_manifest_atomically(folder: Path, manifest: Manifest) -> None:
+    temp = folder / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:12]}"
+    with open(temp, "w") as handle:
+        handle.write(manifest.to_json())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, folder / MANIFEST_NAME)
+
+
+def _swap_into_place(
+    staging: Path, dest: Path, digest: str, replace_plain_folder: bool, keep_same_digest: bool
+) -> None:
+    """Rename the finished `staging` folder to `dest`, replacing the checkpoint folder that was there.
+
+    With `keep_same_digest`, a folder that already holds the same digest is kept (a concurrent fetch
+    or publish finished first) and `staging` discarded.
+    A non-empty folder without a manifest is replaced only when `replace_plain_folder` (a leftover in
+    the store's own namespace), and never when it holds checkpoints further down.
+    """
+    try:
+        os.rename(staging, dest)  # succeeds when dest is absent or an empty folder
+        return
+    except OSError as exc:
+        if not dest.is_dir():
+            raise StoreError(f"cannot place a checkpoint at {dest}: {exc}") from exc
+    held = _held_digest(dest)
+    if keep_same_digest and held == digest:
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    if held is None:
+        if not replace_plain_folder:
+            raise StoreError(f"refusing to replace {dest}: it is not empty and holds no {MANIFEST_NAME}")
+        nested = next(dest.rglob(MANIFEST_NAME), None)
+        if nested is not None:
+            raise StoreError(f"refusing to replace {dest}: it is not a checkpoint but holds one ({nested})")
+    trash = _sibling(dest, "old")
+    os.rename(dest, trash)
+    os.rename(staging, dest)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _held_digest(folder: Path) -> str | None:
+    """The digest of the folder's manifest; None without one, "" when it cannot be read."""
+    try:
+        manifest = _read_local_manifest(folder)
+    except StoreError:
+        return ""
+    return None if manifest is None else manifest.digest
+
+
+# ----------------------------------------------------------------------------------------- the store
+
+
+class CheckpointStore:
+    """Publish and fetch checkpoints under file:// and s3:// URIs (s3:// needs `config.s3`)."""
+
+    def __init__(self, config: StorageConfig):
+        self.config = config
+        self._local = _LocalBackend()
+        self._s3: _S3Backend | None = None
+
+    @classmethod
+    def from_config(cls, cfg: StorageConfig | Mapping[str, Any] | Any, where: str = "storage") -> CheckpointStore:
+        """From a StorageConfig, or a mapping / DictConfig shaped like conf/storage/*.yaml (validated)."""
+        config = cfg if isinstance(cfg, StorageConfig) else validated(StorageConfig, cfg, where)
+        return cls(config)
+
+    @property
+    def root(self) -> str:
+        return self.config.root
+
+    def uri(self, *parts: str) -> str:
+        """A URI under the store's root, e.g. `store.uri("stage1", step_key)`."""
+        return join_uri(self.root, *parts)
+
+    def read_manifest(self, uri: str) -> Manifest | None:
+        """The checkpoint's manifest, or None when there is none (not published, or unfinished)."""
+        return self._backend(uri).read_manifest(uri)
+
+    def exists(self, uri: str) -> bool:
+        return self._backend(uri).has_manifest(uri)
+
+    def publish(
+        self,
+        local_dir: str | Path,
+        uri: str,
+        *,
+        run_id: str | None = None,
+        step_key: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Manifest:
+        """Publish the files of `local_dir` as a checkpoint at `uri`; the manifest goes last.
+
+        Returns the manifest now at `uri`: the stored one when it already held the same files.
+        """
+        local_dir = Path(local_dir)
+        backend = self._backend(uri)
+        manifest = build_manifest(local_dir, run_id=run_id, step_key=step_key, meta=meta)
+        existing = backend.read_manifest(uri)
+        if existing is not None:
+            if existing.digest == manifest.digest:
+                log.info("checkpoint %s already published (digest %s)", uri, existing.digest[:12])
+                return existing
+            if not overwrite:
+                raise CheckpointExistsError(
+                    f"{uri} already holds another checkpoint (digest {existing.digest[:12]}, run {existing.run_id}); "
+                    f"new digest {manifest.digest[:12]}: pass overwrite=True to replace it"
+                )
+        start = time.perf_counter()
+        backend.publish(local_dir, uri, manifest, replacing=existing is not None)
+        log.info(
+            "published %s: %d files, %.1f MiB, digest %s in %.2f s",
+            uri, len(manifest.files), manifest.total_size / _MIB, manifest.digest[:12], time.perf_counter() - start,
+        )
+        return manifest
+
+    def fetch(self, uri: str, local_dir: str | Path) -> Manifest:
+        """Copy the checkpoint at `uri` into `local_dir`, verifying every file; returns its manifest.
+
+        `local_dir` is replaced as a whole (it must be absent, empty or an earlier checkpoint folder);
+        when it already holds this checkpoint intact, nothing is transferred.
+        """
+        local_dir = Path(local_dir).resolve()
+        backend = self._backend(uri)
+        manifest = backend.read_manifest(uri)
+        if manifest is None:
+            raise CheckpointNotFoundError(
+                f"no checkpoint at {uri}: {MANIFEST_NAME} is missing (never published, or the publish did not finish)"
+            )
+        held = _held_digest(local_dir)
+        if held == manifest.digest:
+            try:
+                verify_dir(local_dir, manifest)
+                log.info("checkpoint %s already in %s", uri, local_dir)
+                return manifest
+            except CorruptCheckpointError as exc:
+                log.warning("refetching %s into %s: the local copy is damaged: %s", uri, local_dir, exc)
+        damaged = held == manifest.digest
+        start = time.perf_counter()
+        local_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = _sibling(local_dir, "fetch")
+        try:
+            for rel, entry in manifest.files.items():
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    backend.fetch_file(uri, rel, target)
+                except _MissingObject:
+                    raise CorruptCheckpointError(uri, rel, "is missing") from None
+                _verify_file(target, rel, entry, uri)
+            _write_manifest_atomically(staging, manifest)
+            _swap_into_place(
+                staging, local_dir, manifest.digest, replace_plain_folder=False, keep_same_digest=not damaged
+            )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info(
+            "fetched %s -> %s: %d files, %.1f MiB in %.2f s",
+            uri, local_dir, len(manifest.files), manifest.total_size / _MIB, time.perf_counter() - start,
+        )
+        return manifest
+
+    def local_path(self, uri: str, verify: bool = True) -> Path:
+        """The folder of a file:// checkpoint, used in place (no copy); verified unless verify=False."""
+        if is_s3(uri):
+            raise StoreError(f"{uri} is not on this file system: use fetch() or materialize()")
+        folder = resolve_local(uri)
+        manifest = _read_local_manifest(folder)
+        if manifest is None:
+            raise CheckpointNotFoundError(f"no checkpoint at {uri}: {MANIFEST_NAME} is missing")
+        if verify:
+            verify_dir(folder, manifest)
+        return folder
+
+    def materialize(self, uri: str, cache_dir: str | Path) -> Path:
+        """A verified local folder holding the checkpoint: in place for file://, fetched into `cache_dir` for s3://."""
+        if is_s3(uri):
+            self.fetch(uri, cache_dir)
+            return Path(cache_dir).resolve()
+        return self.local_path(uri)
+
+    def download_folder(self, uri: str, local_dir: str | Path) -> Path:
+        """A plain s3:// folder (e.g. released weights, no manifest) copied once into `local_dir`."""
+        local_dir = Path(local_dir)
+        done = local_dir / ".downloaded"
+        if done.exists():
+            return local_dir
+        backend = self._backend(uri)
+        if not isinstance(backend, _S3Backend):
+            raise StoreError(f"{uri} is not an s3:// URI")
+        staging = _sibling(local_dir, "download")
+        try:
+            count = backend.download_prefix(uri, staging)
+            if count == 0:
+                raise CheckpointNotFoundError(f"no objects under {uri}")
+            (staging / ".downloaded").write_text(uri)
+            shutil.rmtree(local_dir, ignore_errors=True)
+            local_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(local_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("downloaded %d files of %s into %s", count, uri, local_dir)
+        return local_dir
+
+    def _backend(self, uri: str) -> _LocalBackend | _S3Backend:
+        if not is_s3(uri):
+            return self._local
+        if self._s3 is None:
+            if self.config.s3 is None:
+                raise StoreError(f"{uri}: this store has no S3 settings (storage.s3 is null); use storage=s3")
+            self._s3 = _S3Backend(self.config.s3)
+        return self._s3
+
+
+def open_store(cfg: StorageConfig | Mapping[str, Any] | Any, where: str = "storage") -> CheckpointStore:
+    return CheckpointStore.from_config(cfg, where)
