@@ -1,0 +1,85 @@
+"""The data manifest: DIR/manifest.json lists the sha256 of every shard and image of a data set.
+
+Its `digest` (sha256 over the sorted "path<TAB>sha256" lines) identifies the data: equal files give an
+equal digest whatever produced them, and it enters the cache key of every step that reads the data.
+The manifest is written last: a folder without one is not a finished data set.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from data.storage import Storage, join, local_path
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "mimovl-data/1"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_digest(files: dict[str, str]) -> str:
+    """One digest for a set of files given as {relative path: sha256}."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path}\t{files[path]}\n".encode())
+    return digest.hexdigest()
+
+
+def build_manifest(files: dict[str, str], splits: dict[str, Any], generator: dict[str, Any]) -> dict[str, Any]:
+    """`files`: {path relative to the data set folder: sha256}; `splits`: per split counts and shards."""
+    return {
+        "format": FORMAT,
+        "digest": files_digest(files),
+        "splits": splits,
+        "generator": generator,
+        "files": dict(sorted(files.items())),
+    }
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
+    path = Path(root) / MANIFEST_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_manifest(root: str, storage: Storage | None = None) -> dict[str, Any]:
+    """The manifest of a data set folder (local path, file:// or s3:// prefix)."""
+    manifest = json.loads((storage or Storage()).read_text(join(root, MANIFEST_NAME)))
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{join(root, MANIFEST_NAME)}: unknown manifest format {manifest.get('format')!r}")
+    return manifest
+
+
+def verify_manifest(root: str | Path) -> list[str]:
+    """Problems of a local data set against its manifest (changed, missing or unlisted files); [] if none."""
+    folder = local_path(str(root))
+    manifest = load_manifest(str(folder))
+    files: dict[str, str] = manifest["files"]
+    problems = []
+    if files_digest(files) != manifest["digest"]:
+        problems.append("digest does not match the listed files")
+    for rel, expected in files.items():
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif sha256_file(path) != expected:
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    for rel in sorted(on_disk - set(files) - {MANIFEST_NAME}):
+        problems.append(f"{rel}: not in the manifest")
+    return problems

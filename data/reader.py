@@ -1,0 +1,123 @@
+"""Read JSONL shards from a local folder or an s3:// prefix as validated samples with their images.
+
+A sample whose image is missing or cannot be decoded is skipped, counted in `reader.stats` and logged
+at WARNING with its id; it never stops the run. A record that is not valid JSON or breaks the schema
+is treated the same way, or raises SampleError in strict mode.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from data.schema import Sample, SampleError
+from data.storage import MissingObject, Storage, join, resolve
+
+log = logging.getLogger(__name__)
+
+BAD_RECORD = "bad_record"
+MISSING_IMAGE = "missing_image"
+CORRUPT_IMAGE = "corrupt_image"
+SKIP_REASONS = (BAD_RECORD, MISSING_IMAGE, CORRUPT_IMAGE)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+@dataclass
+class ReadStats:
+    shards: int = 0
+    samples: int = 0  # samples yielded
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return {"shards": self.shards, "samples": self.samples, **{f"skipped_{k}": v for k, v in self.skipped.items()}}
+
+
+@dataclass(frozen=True)
+class LoadedSample:
+    sample: Sample
+    images: list[Image.Image]  # RGB, in the order of sample.image_refs(); empty when images are not loaded
+    source: str  # "<shard>:<line>"
+
+
+class SampleReader:
+    """Iterates the samples of every *.jsonl file under `uri` (or `uri`/`split`), in sorted file order.
+
+    uri: a local folder, file:// URI or s3://bucket/prefix. Image references resolve against the
+    folder of their shard. Each iteration reads the shards again and adds to `stats`.
+    """
+
+    def __init__(self, uri: str, *, split: str | None = None, strict: bool = False, load_images: bool = True,
+                 endpoint_url: str | None = None, storage: Storage | None = None):
+        self.root = join(str(uri), split) if split else str(uri)
+        self.strict = strict
+        self.load_images = load_images
+        self.storage = storage or Storage(endpoint_url)
+        self.stats = ReadStats()
+
+    def shard_uris(self) -> list[str]:
+        return self.storage.list(self.root, ".jsonl")
+
+    def __iter__(self) -> Iterator[LoadedSample]:
+        for shard in self.shard_uris():
+            self.stats.shards += 1
+            for line_no, raw in enumerate(self.storage.read_bytes(shard).splitlines(), 1):
+                if not raw.strip():
+                    continue
+                where = f"{shard}:{line_no}"
+                sample = self._parse(raw, shard, line_no)
+                if sample is None:
+                    continue
+                images = self._images(sample, shard, where) if self.load_images else []
+                if images is None:
+                    continue
+                self.stats.samples += 1
+                yield LoadedSample(sample, images, where)
+
+    def images_of(self, record: LoadedSample) -> list[Image.Image] | None:
+        """The images of a record read with load_images=False; None (skipped, counted, logged) when one is
+        missing or corrupt."""
+        shard = record.source.rsplit(":", 1)[0]
+        return self._images(record.sample, shard, record.source)
+
+    def _parse(self, raw: bytes, shard: str, line_no: int) -> Sample | None:
+        try:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SampleError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=shard,
+                                  line_no=line_no) from exc
+            return Sample.from_json(line, file=shard, line_no=line_no)
+        except SampleError as exc:
+            if self.strict:
+                raise
+            self.stats.skipped[BAD_RECORD] += 1
+            log.warning("skipping a malformed record: %s", exc)
+            return None
+
+    def _images(self, sample: Sample, shard: str, where: str) -> list[Image.Image] | None:
+        images = []
+        for ref in sample.image_refs():
+            uri = resolve(shard, ref)
+            try:
+                data = self.storage.read_bytes(uri)
+            except MissingObject:
+                return self._skip(MISSING_IMAGE, sample, where, f"missing image {uri}")
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image.load()
+                    images.append(image.convert("RGB"))
+            except _DECODE_ERRORS as exc:
+                return self._skip(CORRUPT_IMAGE, sample, where, f"corrupt image {uri} ({exc})")
+        return images
+
+    def _skip(self, reason: str, sample: Sample, where: str, detail: str) -> None:
+        self.stats.skipped[reason] += 1
+        log.warning("skipping sample %s (%s): %s", sample.id, where, detail)
+        return None

@@ -1,0 +1,309 @@
+"""Synthetic multimodal data set with exact ground truth: `python -m data.synth --out DIR --samples N --seed S`.
+
+Layout of DIR:
+    <split>/shard-00000.jsonl      one Sample per line (data/schema.py)
+    <split>/images/<id>-<k>.png    the k-th image of sample <id>, referenced as "images/<id>-<k>.png"
+    manifest.json                  counts per split and task, sha256 of every file, one digest (last)
+Splits: "pretrain" (prompt + assistant answer + target), "rl" and "eval" (prompt + target, no answer).
+No image and no prompt appears twice in the whole data set, so none is shared across splits: a drawn
+sample whose image or prompt already exists is drawn again, and the written data set is checked.
+The same seed, sample count and config give byte-identical files (and the same manifest digest).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from data.config import GENERATION_ORDER, SPLITS, ResizeSpec, SynthConfig, load_data_config, load_resize_spec
+from data.manifest import MANIFEST_NAME, build_manifest, sha256_bytes, sha256_file, write_manifest
+from data.render import encode_png, render
+from data.schema import Sample
+from data.synth_tasks import BUILDERS, Draft, TaskContext
+
+log = logging.getLogger(__name__)
+
+
+class GenerationError(RuntimeError):
+    """The generator cannot produce the requested data set (e.g. the sample space is exhausted)."""
+
+
+def allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split `total` into integer parts proportional to `weights` (largest remainder, stable order)."""
+    positive = {key: w for key, w in weights.items() if w > 0}
+    if total == 0 or not positive:
+        return {key: 0 for key in positive}
+    scale = total / sum(positive.values())
+    exact = {key: w * scale for key, w in positive.items()}
+    counts = {key: int(v) for key, v in exact.items()}
+    order = sorted(positive, key=lambda key: (-(exact[key] - counts[key]), list(positive).index(key)))
+    for key in order[: total - sum(counts.values())]:
+        counts[key] += 1
+    return counts
+
+
+def task_sequence(total: int, weights: dict[str, float], rng: random.Random) -> list[str]:
+    """`total` task names in the proportions of `weights`, shuffled."""
+    tasks = [task for task, count in allocate(total, weights).items() for _ in range(count)]
+    rng.shuffle(tasks)
+    return tasks
+
+
+def prompt_key(parts: list[tuple[str, str]]) -> str:
+    """Identity of a prompt: its roles, texts and image contents (images by sha256)."""
+    digest = hashlib.sha256()
+    for kind, value in parts:
+        digest.update(f"{kind}\x1f{value}\x1e".encode())
+    return digest.hexdigest()
+
+
+def sample_prompt_parts(sample: Sample, image_digests: list[str]) -> list[tuple[str, str]]:
+    digests = iter(image_digests)
+    parts = []
+    for message in sample.prompt_messages():
+        parts.append(("role", message["role"]))
+        for part in message["content"]:
+            parts.append(("text", part["text"]) if part["type"] == "text" else ("image", next(digests)))
+    return parts
+
+
+def _draft_prompt_parts(draft: Draft, image_digests: list[str]) -> list[tuple[str, str]]:
+    parts = [("role", "user")]
+    for part in draft.prompt:
+        parts.append(("text", part["text"]) if part["type"] == "text" else ("image", image_digests[part["image"]]))
+    return parts
+
+
+def to_sample(draft: Draft, sample_id: str, image_refs: list[str], with_answer: bool) -> Sample:
+    content = [dict(part, image=image_refs[part["image"]]) if part["type"] == "image" else dict(part)
+               for part in draft.prompt]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+    if with_answer:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": draft.answer}]})
+    return Sample.from_dict({"id": sample_id, "task": draft.task, "messages": messages, "target": draft.target})
+
+
+class _ShardWriter:
+    """Writes JSON lines into <folder>/shard-NNNNN.jsonl, `shard_size` lines per shard."""
+
+    def __init__(self, folder: Path, shard_size: int):
+        self.folder, self.shard_size = folder, shard_size
+        self.shards: dict[str, str] = {}  # file name -> sha256
+        self._file: Any = None
+        self._digest: Any = None
+        self._name = ""
+        self._lines = 0
+
+    def write(self, line: str) -> None:
+        if self._file is None or self._lines == self.shard_size:
+            self._close_shard()
+            self._name = f"shard-{len(self.shards):05d}.jsonl"
+            self._file = open(self.folder / self._name, "wb")
+            self._digest, self._lines = hashlib.sha256(), 0
+        data = (line + "\n").encode("utf-8")
+        self._file.write(data)
+        self._digest.update(data)
+        self._lines += 1
+
+    def _close_shard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self.shards[self._name] = self._digest.hexdigest()
+            self._file = None
+
+    def close(self) -> dict[str, str]:
+        self._close_shard()
+        return self.shards
+
+
+class _UniqueDrawer:
+    """Draws samples whose images and prompts are new to the whole data set."""
+
+    def __init__(self, ctx: TaskContext):
+        self.ctx = ctx
+        self.images: set[str] = set()
+        self.prompts: set[str] = set()
+
+    def draw(self, task: str, rng: random.Random) -> tuple[Draft, list[bytes], list[str]]:
+        level = self.ctx.cfg.png_compress_level
+        for _ in range(self.ctx.cfg.max_attempts):
+            draft = BUILDERS[task](self.ctx, rng)
+            pngs = [encode_png(render(canvas), level) for canvas in draft.canvases]
+            digests = [sha256_bytes(png) for png in pngs]
+            key = prompt_key(_draft_prompt_parts(draft, digests))
+            if key in self.prompts or len(set(digests)) < len(digests) or not self.images.isdisjoint(digests):
+                continue
+            self.prompts.add(key)
+            self.images.update(digests)
+            return draft, pngs, digests
+        raise GenerationError(
+            f"no new '{task}' sample after {self.ctx.cfg.max_attempts} draws: its sample space is exhausted; "
+            f"ask for fewer samples or widen the '{task}' settings in conf/data")
+
+
+def generate(out: str | Path, samples: int, seed: int, cfg: SynthConfig, resize: ResizeSpec,
+             overwrite: bool = False) -> dict[str, Any]:
+    """Write the data set into `out` and return its manifest.
+
+    The files are written into `<out>.partial` and moved into place once the manifest is written.
+    An existing data set (a folder with a manifest) is replaced only with `overwrite`; any other
+    non-empty folder is never touched.
+    """
+    out = Path(out)
+    if samples < 0:
+        raise ValueError(f"samples must be >= 0, got {samples}")
+    if out.exists() and any(out.iterdir()):
+        if not (out / MANIFEST_NAME).is_file():
+            raise FileExistsError(f"{out} is not empty and holds no {MANIFEST_NAME}: refusing to write into it")
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a data set (pass overwrite=True / --overwrite)")
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+
+    try:
+        manifest = _write(partial, samples, seed, cfg, resize)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    return manifest
+
+
+def _write(root: Path, samples: int, seed: int, cfg: SynthConfig, resize: ResizeSpec) -> dict[str, Any]:
+    ctx = TaskContext(cfg, resize)
+    drawer = _UniqueDrawer(ctx)
+    split_sizes = allocate(samples, cfg.split_fractions())
+    files: dict[str, str] = {}
+    splits: dict[str, Any] = {}
+    for split in GENERATION_ORDER:
+        rng = random.Random(f"{seed}:{split}")
+        folder = root / split
+        (folder / "images").mkdir(parents=True)
+        writer = _ShardWriter(folder, cfg.shard_size)
+        tasks: Counter[str] = Counter()
+        n_images = 0
+        for index, task in enumerate(task_sequence(split_sizes.get(split, 0), cfg.weights(split), rng)):
+            draft, pngs, digests = drawer.draw(task, rng)
+            sample_id = f"{split}-{index:06d}"
+            refs = [f"images/{sample_id}-{k}.png" for k in range(len(pngs))]
+            for ref, png, digest in zip(refs, pngs, digests):
+                (folder / ref).write_bytes(png)
+                files[f"{split}/{ref}"] = digest
+            writer.write(to_sample(draft, sample_id, refs, with_answer=split == "pretrain").to_json())
+            tasks[task] += 1
+            n_images += len(pngs)
+        shards = writer.close()
+        files.update({f"{split}/{name}": digest for name, digest in shards.items()})
+        splits[split] = {"samples": sum(tasks.values()), "images": n_images,
+                         "tasks": dict(sorted(tasks.items())), "shards": [f"{split}/{name}" for name in shards]}
+
+    overlaps = find_split_overlaps(root)
+    if overlaps:
+        raise GenerationError("splits share images or prompts:\n" + "\n".join(overlaps))
+    generator = {
+        "name": "data.synth",
+        "seed": seed,
+        "samples": samples,
+        "resize": {"factor": resize.factor, "min_pixels": resize.min_pixels, "max_pixels": resize.max_pixels},
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+    }
+    manifest = build_manifest(files, {split: splits[split] for split in SPLITS}, generator)
+    write_manifest(root, manifest)
+    return manifest
+
+
+def find_split_overlaps(root: str | Path) -> list[str]:
+    """Images (by content) and prompts (texts + image contents) that occur in more than one split.
+
+    Reads the written shards and images of a local data set; [] when the splits are disjoint.
+    """
+    root = Path(root)
+    image_splits: dict[str, set[str]] = defaultdict(set)
+    prompt_splits: dict[str, set[str]] = defaultdict(set)
+    examples: dict[str, str] = {}
+    for split in SPLITS:
+        for shard in sorted((root / split).glob("*.jsonl")):
+            with open(shard, encoding="utf-8") as f:
+                for line_no, line in enumerate(f, 1):
+                    sample = Sample.from_json(line, file=str(shard), line_no=line_no)
+                    digests = [sha256_file(shard.parent / ref) for ref in sample.image_refs()]
+                    for digest in digests:
+                        image_splits[digest].add(split)
+                        examples.setdefault(digest, sample.id)
+                    key = prompt_key(sample_prompt_parts(sample, digests))
+                    prompt_splits[key].add(split)
+                    examples.setdefault(key, sample.id)
+    problems = []
+    for what, table in (("image", image_splits), ("prompt", prompt_splits)):
+        for key, in_splits in table.items():
+            if len(in_splits) > 1:
+                problems.append(f"{what} {key[:12]} (first in {examples[key]}) is in splits {sorted(in_splits)}")
+    return problems
+
+
+def synthetic_text(cfg: SynthConfig, n: int, seed: int, resize: ResizeSpec | None = None) -> Iterator[str]:
+    """Texts of `n` pre-training samples (each sample's prompt, then its answer), without rendering images.
+
+    For training the tokenizer: the same task mix, templates and answer formats as the data set.
+    """
+    ctx = TaskContext(cfg, resize or load_resize_spec(cfg.model))
+    rng = random.Random(f"{seed}:text")
+    for task in task_sequence(n, cfg.weights("pretrain"), rng):
+        yield from BUILDERS[task](ctx, rng).texts()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data.synth", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--samples", type=int, help="total samples over all splits (default: config)")
+    parser.add_argument("--seed", type=int, help="random seed (default: config)")
+    parser.add_argument("--model", help="conf/model/<model>.yaml whose processor resize sets coordinates")
+    parser.add_argument("--config", default="synthetic", help="conf/data/<config>.yaml (default: synthetic)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing data set in --out")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    cfg = load_data_config(args.config)
+    model = args.model or cfg.model
+    samples = cfg.samples if args.samples is None else args.samples
+    seed = cfg.seed if args.seed is None else args.seed
+    resize = load_resize_spec(model)
+    resize.resized(*cfg.canvas.scene)  # import transformers (for smart_resize) before the clock starts
+    start = time.perf_counter()
+    try:
+        manifest = generate(args.out, samples, seed, cfg, resize, overwrite=args.overwrite)
+    except (GenerationError, FileExistsError) as exc:
+        log.error("%s", exc)
+        return 1
+    seconds = time.perf_counter() - start
+    summary = {
+        "out": str(args.out),
+        "model": model,
+        "seed": seed,
+        "samples": samples,
+        "digest": manifest["digest"],
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(samples / seconds, 1) if seconds > 0 else None,
+        "splits": {split: info["tasks"] for split, info in manifest["splits"].items()},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from model.build import build_model
+from model.checkpoint import load_hf_checkpoint, save_hf_checkpoint
+from model.weights import WeightsError
+
+
+def test_hf_round_trip_gives_identical_logits(tiny_model, tokenizer, image_processor, tmp_path):
+    folder = save_hf_checkpoint(tiny_model, tokenizer, image_processor, tmp_path / "ckpt")
+    model, tok, proc = load_hf_checkpoint(folder)
+    ids = torch.tensor([tokenizer("<|im_start|>user\nhello<|im_end|>\n")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(tiny_model(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert tok.get_vocab() == tokenizer.get_vocab()
+    assert tok.chat_template == tokenizer.chat_template
+    assert proc.to_dict()["size"] == image_processor.to_dict()["size"]
+
+
+def _write_weight_folders(source, root, *, drop=None, reshape=None):
+    """A Qwen2.5-VL-release-style ViT folder and a MiMo-style LLM folder (with an MTP layer) from `source`."""
+    state = source.state_dict()
+    vit = {"visual." + k[len("model.visual."):]: v.clone() for k, v in state.items() if k.startswith("model.visual.")}
+    llm = {"model." + k[len("model.language_model."):]: v.clone()
+           for k, v in state.items() if k.startswith("model.language_model.")}
+    llm["model.mtp_layers.0.proj.weight"] = torch.zeros(2, 2)
+    for d in (vit, llm):
+        d.pop(drop, None)
+        if reshape in d:
+            d[reshape] = torch.zeros(3, 3)
+    (root / "vit").mkdir(parents=True)
+    (root / "llm").mkdir(parents=True)
+    save_file(vit, str(root / "vit" / "model.safetensors"))
+    save_file(llm, str(root / "llm" / "model.safetensors"))
+    return root / "vit", root / "llm"
+
+
+def _pretrained_cfg(tiny_cfg, vit, llm, seed=7):
+    return dataclasses.replace(
+        tiny_cfg,
+        init=dataclasses.replace(tiny_cfg.init, source="pretrained", seed=seed),
+        weights=dataclasses.replace(tiny_cfg.weights, vit=str(vit), llm=f"file://{llm}"),
+    )
+
+
+def test_pretrained_init_loads_vit_and_llm_and_keeps_projector_random(tiny_cfg, tokenizer, tmp_path):
+    source = build_model(tiny_cfg, tokenizer)
+    vit, llm = _write_weight_folders(source, tmp_path)
+    model = build_model(_pretrained_cfg(tiny_cfg, vit, llm), tokenizer, runs_dir=tmp_path)
+    src = source.state_dict()
+    for name, value in model.state_dict().items():
+        if name.startswith("model.visual.merger."):
+            if value.dim() > 1:
+                assert not torch.equal(value, src[name]), name
+        else:
+            assert torch.equal(value, src[name]), name
+
+
+def test_missing_tensor_is_named_with_its_folder(tiny_cfg, tokenizer, tmp_path):
+    source = build_model(tiny_cfg, tokenizer)
+    vit, llm = _write_weight_folders(source, tmp_path, drop="model.layers.1.mlp.up_proj.weight")
+    with pytest.raises(WeightsError, match=r"llm.*lacks 1 llm tensor.*model\.language_model\.layers\.1\.mlp\.up_proj"):
+        build_model(_pretrained_cfg(tiny_cfg, vit, llm), tokenizer, runs_dir=tmp_path)
+
+
+def test_shape_mismatch_is_named(tiny_cfg, tokenizer, tmp_path):
+    source = build_model(tiny_cfg, tokenizer)
+    vit, llm = _write_weight_folders(source, tmp_path, reshape="visual.blocks.0.attn.qkv.weight")
+    with pytest.raises(WeightsError, match=r"visual\.blocks\.0\.attn\.qkv\.weight has shape \(3, 3\)"):
+        build_model(_pretrained_cfg(tiny_cfg, vit, llm), tokenizer, runs_dir=tmp_path)
+
+
+def test_missing_folder_is_named(tiny_cfg, tokenizer, tmp_path):
+    with pytest.raises(WeightsError, match="does-not-exist"):
+        build_model(_pretrained_cfg(tiny_cfg, tmp_path / "does-not-exist", tmp_path), tokenizer, runs_dir=tmp_path)
