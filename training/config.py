@@ -1,0 +1,144 @@
+"""Typed stage configuration (conf/stage/*.yaml) and the resolved step config a job receives.
+
+No torch import: the orchestrator validates these before any job starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from conf import ConfigError
+from model.config import PARTS, ModelConfig
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING
+    lr: float = MISSING
+    betas: list[float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+    grad_clip: float = MISSING
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = MISSING
+    warmup_steps: int = MISSING
+    min_lr_ratio: float = MISSING
+
+
+@dataclass
+class BudgetConfig:
+    steps: int | None = None
+    tokens: int | None = None
+
+
+@dataclass
+class PackingConfig:
+    buffer_size: int = MISSING
+    min_fill: float = MISSING
+
+
+@dataclass
+class StageConfig:
+    name: str = MISSING
+    trainable: list[str] = MISSING
+    mixture: dict[str, float] = MISSING
+    seq_len: int = MISSING
+    rows_per_step: int = MISSING
+    grad_accum: int = MISSING
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    zero_stage: int = MISSING
+    precision: str = MISSING
+    packing: PackingConfig = field(default_factory=PackingConfig)
+    checkpoint_every: int = MISSING
+    log_every: int = MISSING
+    seed: int = MISSING
+
+    def check(self, where: str) -> None:
+        def fail(key: str, why: str) -> None:
+            raise ConfigError(f"{where}: {key}: {why}")
+
+        unknown = sorted(set(self.trainable) - set(PARTS))
+        if unknown:
+            fail("trainable", f"unknown part(s) {unknown}; choose from {list(PARTS)}")
+        if not self.trainable:
+            fail("trainable", "no part to train")
+        if not self.mixture:
+            fail("mixture", "empty data mixture")
+        for source, weight in self.mixture.items():
+            if not weight > 0:
+                fail(f"mixture.{source}", f"weight must be > 0, got {weight}")
+        if not self.optim.lr > 0:
+            fail("optim.lr", f"must be > 0, got {self.optim.lr}")
+        if self.optim.name != "adamw":
+            fail("optim.name", f"only 'adamw' is supported, got {self.optim.name!r}")
+        if len(self.optim.betas) != 2 or not all(0 <= b < 1 for b in self.optim.betas):
+            fail("optim.betas", f"two numbers in [0, 1), got {list(self.optim.betas)}")
+        if self.optim.weight_decay < 0 or self.optim.grad_clip <= 0 or self.optim.eps <= 0:
+            fail("optim", "weight_decay must be >= 0, grad_clip and eps > 0")
+        if self.schedule.kind not in SCHEDULES:
+            fail("schedule.kind", f"one of {list(SCHEDULES)}, got {self.schedule.kind!r}")
+        if self.schedule.warmup_steps < 0 or not 0 <= self.schedule.min_lr_ratio <= 1:
+            fail("schedule", "warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+        if (self.budget.steps is None) == (self.budget.tokens is None):
+            fail("budget", "set exactly one of budget.steps and budget.tokens")
+        if (self.budget.steps or 1) <= 0 or (self.budget.tokens or 1) <= 0:
+            fail("budget", "must be > 0")
+        for key in ("seq_len", "rows_per_step", "grad_accum", "checkpoint_every", "log_every"):
+            if getattr(self, key) <= 0:
+                fail(key, f"must be > 0, got {getattr(self, key)}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            fail("zero_stage", f"0, 1, 2 or 3, got {self.zero_stage}")
+        if self.precision not in PRECISIONS:
+            fail("precision", f"one of {list(PRECISIONS)}, got {self.precision!r}")
+        if not 0 <= self.packing.min_fill <= 1 or self.packing.buffer_size <= 0:
+            fail("packing", "min_fill in [0, 1] and buffer_size > 0")
+
+    def total_steps(self, world_size: int) -> int:
+        if self.budget.steps is not None:
+            return self.budget.steps
+        tokens_per_step = self.seq_len * self.rows_per_step * self.grad_accum * world_size
+        return max(1, -(-self.budget.tokens // tokens_per_step))
+
+
+@dataclass
+class DataRef:
+    uri: str = MISSING            # folder or s3:// prefix of the data set (holding manifest.json)
+    split: str = MISSING          # pretrain | rl | eval
+
+
+@dataclass
+class TrackingRef:
+    tracking_uri: str | None = None
+    run_id: str | None = None     # the step's MLflow run; rank 0 logs into it
+
+
+@dataclass
+class StepConfig:
+    """Everything a pretrain job needs; written by the orchestrator (or by hand) as one YAML file."""
+
+    step: str = MISSING
+    step_key: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    data: DataRef = field(default_factory=DataRef)
+    input_checkpoint: str | None = None   # store URI; null: build from model.init (stage 1)
+    output_uri: str = MISSING             # store URI the exported checkpoint is published to
+    work_dir: str = MISSING               # step-local folder: DeepSpeed checkpoints for resume, logs
+    runs_dir: str = MISSING
+    storage: Any = None                   # conf/storage section (the store's own schema validates it)
+    tracking: TrackingRef = field(default_factory=TrackingRef)
+    peak_tflops_per_device: float | None = None   # for the MFU estimate on GPU (conf/launcher)
+
+    def check(self, where: str) -> None:
+        self.model.check(f"{where}: model")
+        self.stage.check(f"{where}: stage")
