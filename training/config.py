@@ -43,6 +43,7 @@ class BudgetConfig:
 class PackingConfig:
     buffer_size: int = MISSING
     min_fill: float = MISSING
+    prefetch_batches: int = MISSING   # batches encoded and packed ahead, on a background thread
 
 
 @dataclass
@@ -61,6 +62,7 @@ class StageConfig:
     packing: PackingConfig = field(default_factory=PackingConfig)
     checkpoint_every: int = MISSING
     log_every: int = MISSING
+    probe_batches: int = MISSING   # fixed batches whose loss is measured before and after the stage
     seed: int = MISSING
 
     def check(self, where: str) -> None:
@@ -91,8 +93,10 @@ class StageConfig:
             fail("schedule", "warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         if (self.budget.steps is None) == (self.budget.tokens is None):
             fail("budget", "set exactly one of budget.steps and budget.tokens")
-        if (self.budget.steps or 1) <= 0 or (self.budget.tokens or 1) <= 0:
-            fail("budget", "must be > 0")
+        for key in ("steps", "tokens"):
+            value = getattr(self.budget, key)
+            if value is not None and value <= 0:
+                fail(f"budget.{key}", f"must be > 0, got {value}")
         for key in ("seq_len", "rows_per_step", "grad_accum", "checkpoint_every", "log_every"):
             if getattr(self, key) <= 0:
                 fail(key, f"must be > 0, got {getattr(self, key)}")
@@ -100,8 +104,10 @@ class StageConfig:
             fail("zero_stage", f"0, 1, 2 or 3, got {self.zero_stage}")
         if self.precision not in PRECISIONS:
             fail("precision", f"one of {list(PRECISIONS)}, got {self.precision!r}")
-        if not 0 <= self.packing.min_fill <= 1 or self.packing.buffer_size <= 0:
-            fail("packing", "min_fill in [0, 1] and buffer_size > 0")
+        if not 0 <= self.packing.min_fill <= 1 or self.packing.buffer_size <= 0 or self.packing.prefetch_batches <= 0:
+            fail("packing", "min_fill in [0, 1], buffer_size > 0 and prefetch_batches > 0")
+        if self.probe_batches < 0:
+            fail("probe_batches", f"must be >= 0, got {self.probe_batches}")
 
     def total_steps(self, world_size: int) -> int:
         if self.budget.steps is not None:
@@ -142,3 +148,22 @@ class StepConfig:
     def check(self, where: str) -> None:
         self.model.check(f"{where}: model")
         self.stage.check(f"{where}: stage")
+
+
+def check_inputs(cfg: StepConfig) -> None:
+    """Fail before any training when an input is missing: the input checkpoint, or the data set."""
+    from data.storage import join
+    from tasks.store import open_store
+
+    if cfg.input_checkpoint and not open_store(cfg.storage).exists(cfg.input_checkpoint):
+        raise ConfigError(f"input_checkpoint: no checkpoint at {cfg.input_checkpoint} (no manifest.json there)")
+    if not data_storage(cfg).list(join(cfg.data.uri, cfg.data.split), ".jsonl"):
+        raise ConfigError(f"data.uri: no *.jsonl shards in {cfg.data.uri} split {cfg.data.split!r}")
+
+
+def data_storage(cfg: StepConfig):
+    """Access to the data set's files with the S3 endpoint of the step's storage config (if any)."""
+    from data.storage import Storage
+
+    s3 = (cfg.storage or {}).get("s3") or {}
+    return Storage(s3.get("endpoint_url"))

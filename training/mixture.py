@@ -13,18 +13,18 @@ from collections.abc import Iterator
 
 from data.collator import EncodedSample, Packer, PlaceholderMismatch, SampleEncoder
 from data.reader import LoadedSample, SampleReader
-from training.config import StepConfig
+from training.config import StepConfig, data_storage
 
 log = logging.getLogger("mimovl.data")
 
 
 class RowStream:
     def __init__(self, pools: dict[str, list[LoadedSample]], weights: dict[str, float], seed: int, rank: int,
-                 reader: SampleReader, encoder: SampleEncoder, packer: Packer):
+                 reader: SampleReader, encoder: SampleEncoder, packer: Packer, purpose: str = "train"):
         self.pools, self.reader, self.encoder, self.packer = pools, reader, encoder, packer
         self.tasks = sorted(weights)
         self.weights = [weights[t] for t in self.tasks]
-        self.rng = random.Random(f"mixture-{seed}-{rank}")
+        self.rng = random.Random(f"{purpose}-{seed}-{rank}")
         self.consumed = 0
         self.unusable = 0
         self._rows = packer.pack(self._samples())
@@ -59,10 +59,10 @@ class RowStream:
         self.consumed = max(self.consumed, n)
 
 
-def read_pools(uri: str, split: str, tasks: list[str]) -> tuple[SampleReader, dict[str, list[LoadedSample]]]:
+def read_pools(uri: str, split: str, tasks: list[str], storage=None) -> tuple[SampleReader, dict[str, list[LoadedSample]]]:
     """The samples of `split` grouped by task (images are loaded when drawn); a task of the mixture that has
     no sample in the data set is an error before training starts."""
-    reader = SampleReader(uri, split=split, load_images=False)
+    reader = SampleReader(uri, split=split, load_images=False, storage=storage)
     pools: dict[str, list[LoadedSample]] = {task: [] for task in tasks}
     for record in reader:
         if record.sample.task in pools:
@@ -76,9 +76,11 @@ def read_pools(uri: str, split: str, tasks: list[str]) -> tuple[SampleReader, di
     return reader, pools
 
 
-def build_row_stream(cfg: StepConfig, tokenizer, image_processor, *, rank: int, world_size: int) -> RowStream:
+def build_row_stream(cfg: StepConfig, tokenizer, image_processor, *, rank: int, world_size: int,
+                     purpose: str = "train") -> RowStream:
+    """The rows of this rank; `purpose` seeds an independent stream (e.g. "probe" for fixed probe batches)."""
     stage = cfg.stage
-    reader, pools = read_pools(cfg.data.uri, cfg.data.split, sorted(stage.mixture))
+    reader, pools = read_pools(cfg.data.uri, cfg.data.split, sorted(stage.mixture), data_storage(cfg))
     encoder = SampleEncoder(tokenizer, image_processor, cfg.model.processor.merge_size)
     packer = Packer(seq_len=stage.seq_len, buffer_size=stage.packing.buffer_size, min_fill=stage.packing.min_fill)
-    return RowStream(pools, dict(stage.mixture), stage.seed, rank, reader, encoder, packer)
+    return RowStream(pools, dict(stage.mixture), stage.seed, rank, reader, encoder, packer, purpose)
