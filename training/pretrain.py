@@ -206,6 +206,24 @@ class PretrainTrainer:
         self.engine.train()
         return sum(losses) / len(losses)
 
+    def train_step(self, next_rows) -> StepStats:
+        """One optimizer step over `grad_accum` micro-batches of packed rows, then the callbacks."""
+        tokens = samples = 0
+        for _ in range(self.cfg.stage.grad_accum):
+            rows = next_rows()
+            self.rows_consumed += len(rows)
+            loss = self.engine(**self._batch(rows)).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            tokens += sum(len(s) for row in rows for s in row) * world_size()
+            samples += sum(len(row) for row in rows) * world_size()
+        self.step += 1
+        self.tokens_seen += tokens
+        stats = StepStats(self.step, loss.item(), tokens, samples)
+        for callback in self.callbacks:
+            callback.on_step(stats)
+        return stats
+
     def fit(self) -> dict:
         from training.mixture import build_row_stream
         from training.prefetch import Prefetcher
@@ -219,30 +237,17 @@ class PretrainTrainer:
         stream = build_row_stream(cfg, self.tokenizer, self.image_processor, rank=rank(), world_size=world_size())
         stream.skip(self.rows_consumed)
         prefetch = Prefetcher(lambda: stream.next_rows(stage.rows_per_step), stage.packing.prefetch_batches)
-        loss = torch.tensor(float("nan"))
+        stats = StepStats(self.step, float("nan"), 0, 0)
         try:
             self.engine.train()
             while self.step < self.total_steps:
-                tokens = samples = 0
-                for _ in range(stage.grad_accum):
-                    rows = prefetch.next()
-                    self.rows_consumed += len(rows)
-                    loss = self.engine(**self._batch(rows)).loss
-                    self.engine.backward(loss)
-                    self.engine.step()
-                    tokens += sum(len(s) for row in rows for s in row) * world_size()
-                    samples += sum(len(row) for row in rows) * world_size()
-                self.step += 1
-                self.tokens_seen += tokens
-                stats = StepStats(self.step, loss.item(), tokens, samples)
-                for callback in self.callbacks:
-                    callback.on_step(stats)
+                stats = self.train_step(prefetch.next)
         finally:
             prefetch.close()
         probe_end = self.probe_loss(probe) if probe else float("nan")
         result = self.export()
         result.update(tokens_seen=self.tokens_seen, wall_time_s=time.time() - self.started, metrics={
-            "final_loss": loss.item(), "probe_loss_start": probe_start, "probe_loss_end": probe_end,
+            "final_loss": stats.loss, "probe_loss_start": probe_start, "probe_loss_end": probe_end,
             "steps": self.step, "skipped_samples": stream.skipped,
             **{f"params_trainable_{p}": c["trainable"] for p, c in self.part_counts.items()}})
         self.callbacks[0].log(self.step, {"probe_loss_start": probe_start, "probe_loss_end": probe_end})
