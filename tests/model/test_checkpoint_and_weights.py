@@ -42,7 +42,8 @@ def _pretrained_cfg(tiny_cfg, vit, llm, seed=7):
     return dataclasses.replace(
         tiny_cfg,
         init=dataclasses.replace(tiny_cfg.init, source="pretrained", seed=seed),
-        weights=dataclasses.replace(tiny_cfg.weights, vit=str(vit), llm=f"file://{llm}"),
+        weights=dataclasses.replace(tiny_cfg.weights, vit=str(vit),
+                                    llm=str(llm) if str(llm).startswith("s3://") else f"file://{llm}"),
     )
 
 
@@ -76,3 +77,27 @@ def test_shape_mismatch_is_named(tiny_cfg, tokenizer, tmp_path):
 def test_missing_folder_is_named(tiny_cfg, tokenizer, tmp_path):
     with pytest.raises(WeightsError, match="does-not-exist"):
         build_model(_pretrained_cfg(tiny_cfg, tmp_path / "does-not-exist", tmp_path), tokenizer, runs_dir=tmp_path)
+
+
+def test_pretrained_init_from_s3_folders(tiny_cfg, tokenizer, tmp_path, s3_server, s3_bucket):
+    import boto3
+
+    from conf import load_group
+
+    source = build_model(tiny_cfg, tokenizer)
+    vit, llm = _write_weight_folders(source, tmp_path / "local")
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    for folder in (vit, llm):
+        client.upload_file(str(folder / "model.safetensors"), s3_bucket, f"weights/{folder.name}/model.safetensors")
+    storage = load_group("storage", "s3")
+    storage.root = f"s3://{s3_bucket}/store"
+    storage.s3.endpoint_url = s3_server
+    cfg = _pretrained_cfg(tiny_cfg, f"s3://{s3_bucket}/weights/vit", f"s3://{s3_bucket}/weights/llm")
+    model = build_model(cfg, tokenizer, runs_dir=tmp_path / "runs", storage=storage)
+    src = source.state_dict()
+    assert torch.equal(model.state_dict()["model.language_model.layers.0.mlp.up_proj.weight"],
+                       src["model.language_model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(model.state_dict()["model.visual.blocks.1.attn.qkv.weight"],
+                       src["model.visual.blocks.1.attn.qkv.weight"])
+    with pytest.raises(WeightsError, match="needs the storage=s3 config"):
+        build_model(cfg, tokenizer, runs_dir=tmp_path / "runs2")
