@@ -53,8 +53,11 @@ def test_stage_chain_keeps_frozen_parts_bit_identical(make_step, launcher, tmp_p
 
     start = build_model(tiny_cfg, tokenizer)  # what stage 1 builds from scratch
     previous_uri, previous = None, {name: param.detach() for name, param in start.named_parameters()}
+    # Each stage under another ZeRO stage, so that every export path (incl. ZeRO-3 consolidation) is covered.
+    zero = dict(zip(STAGES, [2, 3, 0, 1]))
     for stage in STAGES:
-        config = make_step(stage, stage, input_checkpoint=previous_uri)
+        config = make_step(stage, stage, input_checkpoint=previous_uri,
+                           overrides=[f"stages.{stage}.zero_stage={zero[stage]}"])
         result = _run(launcher(), config, tmp_path, stage)
         weights = _weights(result.output_uri)
         assert set(weights) == set(previous), stage
