@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from data.storage import Storage, join, local_path
+from tasks.store import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mimovl-data/1"
@@ -20,14 +21,6 @@ FORMAT = "mimovl-data/1"
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def files_digest(files: dict[str, str]) -> str:

@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from tasks.store import is_s3, resolve_local
+
 
 class MissingObject(FileNotFoundError):
     """The file or S3 object does not exist."""
-
-
-def is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -27,7 +25,8 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 
 def local_path(uri: str) -> Path:
-    return Path(uri[len("file://"):]) if uri.startswith("file://") else Path(uri)
+    """A local folder or file: `file://rel` is relative to the repository root, as in the checkpoint store."""
+    return resolve_local(uri)
 
 
 class Storage:
