@@ -1,0 +1,192 @@
+"""A pipeline run's plan: the config composed once and everything checked before any step runs.
+
+`build_plan("full", overrides)` composes conf/config.yaml with `pipeline=<name>` and the overrides,
+validates the orchestration, tracking, launcher and storage sections, the DAG (flows/dag.py) and the
+resolved config of every step (training.config.StepConfig: a typo in a stage fails here, naming the key),
+and computes the code versions that go into the step keys. The plan is plain data: Prefect tasks get it
+as an argument (Hydra is not used again after composing, so tasks need no lock).
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import conf
+from conf import REPO_ROOT, ConfigError, validated
+from flows.dag import PipelineError, StepSpec, parse_steps
+from tasks.cache_keys import code_version
+from tasks.datasets import check_generator_config
+from tasks.launcher import LauncherConfig, launcher_config
+from tasks.orchestration_config import OrchestrationConfig, TrackingConfig
+from tasks.store import join_uri, open_store
+from tasks.tracking import resolved_tracking
+
+# Stand-ins for what is known only at run time, for checking a step's config before anything runs
+# (none of them enters the step key).
+PENDING_DATA_URI = "<prepared data set>"
+PENDING_INPUT = "<checkpoint of step {source}>"
+
+
+@dataclass
+class PipelinePlan:
+    pipeline: str                    # pipeline.name
+    overrides: list[str]
+    steps: list[StepSpec]            # in dependency order
+    config: dict[str, Any]           # the whole composed config, resolved
+    orchestration: OrchestrationConfig
+    tracking: TrackingConfig         # local paths absolute
+    launcher: LauncherConfig
+    runs_dir: Path                   # absolute
+    code_versions: dict[str, str]    # step kind -> code version; "data_prep" -> the generator's
+    git_sha: str = "unknown"
+    by_name: dict[str, StepSpec] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {s.name: s for s in self.steps}
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        return self.config["storage"]
+
+    def job_module(self, step: StepSpec) -> str:
+        module = self.orchestration.kinds[step.kind].module
+        assert module is not None  # parse_steps refuses kinds without one
+        return module
+
+    def work_dir(self, step: StepSpec, key: str) -> Path:
+        return self.runs_dir / self.orchestration.work_dir / f"{step.name}-{key[:self.orchestration.key_chars]}"
+
+    def output_uri(self, step: StepSpec, key: str) -> str:
+        return join_uri(self.storage["root"], step.name, key)
+
+    def step_config(self, step: StepSpec, *, data_uri: str, input_checkpoint: str | None, step_key: str | None = None,
+                    output_uri: str = "", work_dir: str = "", run_id: str | None = None) -> dict[str, Any]:
+        """The step's resolved config (what the job gets), validated and normalised by its schema."""
+        from training.config import StepConfig
+
+        raw = {
+            "step": step.name,
+            "step_key": step_key,
+            "model": self.config["model"],
+            "stage": self.config["stages"][step.stage],
+            "data": {"uri": data_uri, "split": self.orchestration.data_prep.split},
+            "input_checkpoint": input_checkpoint,
+            "output_uri": output_uri,
+            "work_dir": work_dir,
+            "runs_dir": str(self.runs_dir),
+            "storage": self.storage,
+            "tracking": {"tracking_uri": self.tracking.tracking_uri, "run_id": run_id},
+            "peak_tflops_per_device": self.orchestration.peak_tflops_per_device,
+        }
+        where = f"pipeline '{self.pipeline}': step '{step.name}' (stage {step.stage})"
+        typed = validated(StepConfig, raw, where)
+        return OmegaConf.to_container(OmegaConf.structured(typed))  # type: ignore[return-value]
+
+
+def compose_pipeline(pipeline: str, overrides: list[str]) -> DictConfig:
+    return conf.compose([f"pipeline={pipeline}", *overrides])
+
+
+def build_plan(pipeline: str, overrides: list[str] | None = None) -> PipelinePlan:
+    """Compose and check everything; raises ConfigError (PipelineError for the DAG) naming the problem."""
+    overrides = list(overrides or [])
+    cfg = compose_pipeline(pipeline, overrides)
+    try:
+        resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot resolve the config: {exc}") from exc
+    for section in ("pipeline", "orchestration", "tracking", "launcher", "storage", "model", "data", "runs_dir"):
+        if section not in resolved:
+            raise ConfigError(f"the composed config has no '{section}' section (conf/config.yaml defaults)")
+    orchestration = validated(OrchestrationConfig, resolved["orchestration"], "orchestration")
+    tracking = resolved_tracking(validated(TrackingConfig, resolved["tracking"], "tracking"))
+    launcher = launcher_config(resolved["launcher"])
+    open_store(resolved["storage"])  # validates the storage section
+    steps = parse_steps(resolved["pipeline"], orchestration.kinds)
+    stages = resolved.get("stages") or {}
+    for step in steps:
+        if step.kind == "pretrain" and step.stage not in stages:
+            raise PipelineError(f"pipeline '{resolved['pipeline']['name']}': step '{step.name}': stage "
+                                f"'{step.stage}' is not in `stages` (defined: {sorted(stages)})")
+    check_generator_config(resolved["data"])
+
+    runs_dir = Path(resolved["runs_dir"])
+    runs_dir = (runs_dir if runs_dir.is_absolute() else REPO_ROOT / runs_dir).resolve()
+    versions = {"data_prep": code_version(REPO_ROOT, orchestration.data_prep.code)}
+    for kind in sorted({s.kind for s in steps}):
+        versions[kind] = code_version(REPO_ROOT, orchestration.kinds[kind].code)
+    plan = PipelinePlan(pipeline=resolved["pipeline"]["name"], overrides=overrides, steps=steps, config=resolved,
+                        orchestration=orchestration, tracking=tracking, launcher=launcher, runs_dir=runs_dir,
+                        code_versions=versions, git_sha=git_sha())
+    for step in steps:
+        source = None if step.source is None else PENDING_INPUT.format(source=step.source)
+        plan.step_config(step, data_uri=PENDING_DATA_URI, input_checkpoint=source)
+    return plan
+
+
+def git_sha(root: Path = REPO_ROOT) -> str:
+    """HEAD's commit, with "-dirty" when tracked files differ from it; "unknown" outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def write_step_configs(plan: PipelinePlan, out_dir: Path, data_uri: str) -> list[Path]:
+    """Each step's resolved config as <out_dir>/<step>.yaml, for running the jobs by hand in dependency
+    order: a step publishes to <store root>/hand/<step> and the next step starts from there. No step key
+    (nothing is cached) and no MLflow run (the job then logs only to its output)."""
+    import yaml
+
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for step in plan.steps:
+        source = None if step.source is None else join_uri(plan.storage["root"], "hand", step.source)
+        config = plan.step_config(step, data_uri=data_uri, input_checkpoint=source,
+                                  output_uri=join_uri(plan.storage["root"], "hand", step.name),
+                                  work_dir=str(out_dir / "work" / step.name))
+        path = out_dir / f"{step.name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m flows.plan",
+                                     description="Check a pipeline and write its steps' resolved configs.")
+    parser.add_argument("--pipeline", default="full", help="conf/pipeline/<name>.yaml (default: full)")
+    parser.add_argument("--write-steps", metavar="DIR", type=Path,
+                        help="write <DIR>/<step>.yaml for each step (run them in the printed order)")
+    parser.add_argument("--data", metavar="URI", help="the data set folder or s3:// prefix the steps read")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. stages.stage1_projector_warmup.seed=3")
+    args = parser.parse_args(argv)
+    try:
+        plan = build_plan(args.pipeline, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pipeline {plan.pipeline}: " + " -> ".join(f"{s.name}({s.source or '-'})" for s in plan.steps))
+    if args.write_steps is not None:
+        if not args.data:
+            parser.error("--write-steps needs --data (the folder written by `python -m data.synth --out`)")
+        data = args.data if "://" in args.data else str(Path(args.data).resolve())
+        for path in write_step_configs(plan, args.write_steps, data):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
