@@ -40,6 +40,10 @@ bench: setup
 	$(PY) -m bench.packing
 	$(PY) -m bench.rewards
 	$(PY) -m bench.trainer_overhead
+	$(PY) -m bench.pipeline_overhead
 
 clean-runs:
 	rm -rf $(RUNS)
+
+# demo-services, stop, services-status
+include mk/services.mk

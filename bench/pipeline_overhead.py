@@ -1,0 +1,94 @@
+"""Orchestration overhead of the pipeline: `python -m bench.pipeline_overhead [OVERRIDE ...]`.
+
+Starts a Prefect server and a process worker on free 127.0.0.1 ports with all state in a temp folder
+(not timed), deploys prefect.yaml, then times one `prefect deployment run mimovl/full-pipeline --watch`
+with conf/bench/pipeline_overhead.yaml's pipeline (smoke) from scratch (every step runs). Prints JSON:
+  total_wall_s          the deployment run, from the CLI call to its return (worker pick-up, flow process,
+                        composition, data preparation, MLflow, the jobs, the artifact)
+  jobs_wall_s           the sum of the jobs' own wall times (result.json `wall_time_s`)
+  jobs_process_s        the sum of the job processes' lifetimes (launch to exit: + interpreter start,
+                        imports, runner start-up and teardown)
+  overhead_fraction     1 - jobs_wall_s / total_wall_s (target <= 0.15)
+  process_overhead_fraction  1 - jobs_process_s / total_wall_s: what the orchestration itself adds
+  cached_rerun_wall_s   the same deployment run again: every step cached, no job launched
+  cached_rerun_ratio    cached_rerun_wall_s / total_wall_s (target < 0.20)
+Extra arguments are config overrides for the pipeline (e.g. launcher.runner=python).
+"""
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from conf import load_group
+from flows.services import LocalServices
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    extra = list(sys.argv[1:] if argv is None else argv)
+    cfg = load_group("bench", "pipeline_overhead")
+    with tempfile.TemporaryDirectory(prefix="mimovl-bench-") as tmp:
+        root = Path(tmp)
+        services = LocalServices.from_config([f"runs_dir={root}", f"orchestration.services.prefect_port={free_port()}",
+                                              f"orchestration.services.mlflow_port={free_port()}",
+                                              f"orchestration.services.worker_query_s={cfg.worker_query_s}"])
+        try:
+            services.start_prefect_server()
+            services.create_work_pool()
+            services.deploy()
+            services.start_worker()
+            runs = root / "runs"
+            overrides = [f"runs_dir={runs}", f"storage.root=file://{runs}/store",
+                         f"+launcher.env.OMP_NUM_THREADS={cfg.job_torch_threads}", *extra]
+            parameters = {"pipeline": cfg.pipeline, "overrides": overrides}
+            started = time.perf_counter()
+            run = services.run_deployment(parameters)
+            total = time.perf_counter() - started
+            started = time.perf_counter()
+            rerun = services.run_deployment(parameters)
+            rerun_s = time.perf_counter() - started
+        finally:
+            services.stop_all()
+        summary_path = runs / "pipelines" / f"{run.flow_run_id}.json"
+        rerun_path = runs / "pipelines" / f"{rerun.flow_run_id}.json"
+        for done, path in ((run, summary_path), (rerun, rerun_path)):
+            if done.returncode != 0 or not path.is_file():
+                print(done.output, file=sys.stderr)
+                return 1
+        summary = json.loads(summary_path.read_text())
+        rerun_statuses = [s["status"] for s in json.loads(rerun_path.read_text())["steps"]]
+    jobs, processes = summary["jobs_wall_time_s"], summary["jobs_process_s"]
+    print(json.dumps({
+        "pipeline": cfg.pipeline,
+        "overrides": extra,
+        "job_torch_threads": cfg.job_torch_threads,
+        "steps": {s["step"]: {"status": s["status"], "job_wall_s": round(s["job_wall_time_s"], 2),
+                              "job_process_s": round(s["job_process_s"], 2), "step_s": round(s["step_s"], 2)}
+                  for s in summary["steps"]},
+        "total_wall_s": round(total, 2),
+        "flow_wall_s": round(summary["flow_wall_time_s"], 2),
+        "jobs_wall_s": round(jobs, 2),
+        "jobs_process_s": round(processes, 2),
+        "jobs_to_total_ratio": round(jobs / total, 3),
+        "overhead_fraction": round(1 - jobs / total, 3),
+        "process_overhead_fraction": round(1 - processes / total, 3),
+        "target_overhead_fraction": 0.15,
+        "cached_rerun_wall_s": round(rerun_s, 2),
+        "cached_rerun_statuses": rerun_statuses,
+        "cached_rerun_ratio": round(rerun_s / total, 3),
+        "target_cached_rerun_ratio": 0.20,
+    }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""End to end: `prefect deployment run mimovl/full-pipeline` with pipeline=smoke on a real Prefect server
+and process worker, running the real pretrain job (one process per job: launcher.runner=python).
+
+The tests share one runs folder and build on each other in file order: the first run trains all four
+stages, the next ones reuse what it published.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flows.services import DeploymentRun, LocalServices
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
+DEADLINE_S = 300
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+def overrides(runs: Path, *extra: str) -> list[str]:
+    return [f"runs_dir={runs}", f"storage.root=file://{runs}/store", "launcher.runner=python", *extra]
+
+
+def run_pipeline(services: LocalServices, runs: Path, *extra: str, watch: bool = True) -> DeploymentRun:
+    return services.run_deployment({"pipeline": "smoke", "overrides": overrides(runs, *extra)}, watch=watch,
+                                   timeout_s=DEADLINE_S)
+
+
+def summary(runs: Path, run: DeploymentRun) -> dict:
+    path = runs / "pipelines" / f"{run.flow_run_id}.json"
+    assert path.is_file(), f"no summary {path}; CLI output:\n{run.output}"
+    return json.loads(path.read_text())
+
+
+def statuses(summary_: dict) -> list[str]:
+    return [step["status"] for step in summary_["steps"]]
+
+
+def job_logs(runs: Path) -> set[Path]:
+    return set(runs.glob("work/*/logs/*.log"))
+
+
+def mlflow(runs: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{runs}/mlflow/mlflow.db")
+
+
+def task_runs(services: LocalServices, flow_run_id: str) -> dict[str, int]:
+    """{task run name: run count} of a flow run, from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: services.api_url}), get_client(sync_client=True) as client:
+        found = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name: run.run_count for run in found}
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_services, runs) -> tuple[DeploymentRun, dict]:
+    run = run_pipeline(prefect_services, runs)
+    assert run.returncode == 0, run.output
+    return run, summary(runs, run)
+
+
+def test_the_smoke_pipeline_completes_through_the_deployment(first_run, runs):
+    run, result = first_run
+    assert "Completed" in run.output
+    assert result["status"] == "completed" and statuses(result) == ["ran"] * 4
+    assert result["deployment"] == "full-pipeline" and result["data"]["generated"]
+    steps = {s["step"]: s for s in result["steps"]}
+    for name in STAGES:  # the job's progress lines reached the step's log
+        log = Path(steps[name]["work_dir"]) / "logs" / f"{steps[name]['run_id']}.log"
+        assert f"[{name}] step 2/" in log.read_text()
+
+    client = mlflow(runs)
+    parent = client.get_run(result["mlflow"]["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mimovl.flow_run_id"] == run.flow_run_id
+    assert parent.data.tags["mimovl.deployment"] == "full-pipeline"
+    assert json.loads(parent.data.tags["mimovl.overrides"]) == overrides(runs)
+    assert parent.data.tags["mimovl.git_sha"]
+    assert client.get_experiment(parent.info.experiment_id).name == "mimovl-smoke"
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["mimovl.step"] for c in children) == STAGES
+    by_step = {c.data.tags["mimovl.step"]: c for c in children}
+    for previous, name in zip(STAGES, STAGES[1:]):
+        child, source = by_step[name], by_step[previous]
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mimovl.input_checkpoint"] == source.data.tags["mimovl.output_checkpoint"]
+        assert child.data.tags["mimovl.input_run_id"] == source.info.run_id
+        # lineage: the previous step's output model is this step's input
+        assert [m.model_id for m in client.get_run(child.info.run_id).inputs.model_inputs] == [
+            source.data.tags["mimovl.output_model_id"]]
+        assert child.data.metrics["loss"] > 0  # logged by the job into the run it was given
+        assert "stage.optim.lr" in child.data.params
+    artifacts = {a.path for a in client.list_artifacts(by_step["stage1"].info.run_id)}
+    assert {"step.yaml", "job"} <= artifacts
+
+
+def test_the_same_run_again_launches_no_job(first_run, prefect_services, runs):
+    _, result = first_run
+    logs_before = job_logs(runs)
+    run = run_pipeline(prefect_services, runs)
+    assert run.returncode == 0, run.output
+    again = summary(runs, run)
+    assert statuses(again) == ["cached"] * 4
+    assert job_logs(runs) == logs_before  # no job started
+    assert again["jobs_process_s"] == 0
+    for before, now in zip(result["steps"], again["steps"]):
+        assert now["step_key"] == before["step_key"] and now["output_uri"] == before["output_uri"]
+        assert now["source_run_id"] == before["run_id"]  # the earlier MLflow run is linked
+    assert not again["data"]["generated"]
+
+
+def test_a_stage3_override_reruns_stage3_onward_only(first_run, prefect_services, runs):
+    _, result = first_run
+    run = run_pipeline(prefect_services, runs, "stages.stage3_multimodal.optim.lr=2e-5")
+    assert run.returncode == 0, run.output
+    tuned = summary(runs, run)
+    assert statuses(tuned) == ["cached", "cached", "ran", "ran"]
+    keys = [(a["step_key"], b["step_key"]) for a, b in zip(result["steps"], tuned["steps"])]
+    assert [a == b for a, b in keys] == [True, True, False, False]
+
+
+def test_a_failing_job_fails_at_once_with_its_last_lines(first_run, prefect_services, runs):
+    # A split the data set does not have: the job fails reading its data, a deterministic error.
+    run = run_pipeline(prefect_services, runs, "orchestration.data_prep.split=no_such_split",
+                       "orchestration.launch_retry_delay_s=0")
+    assert run.returncode != 0
+    failed = summary(runs, run)
+    assert statuses(failed) == ["failed"] * 4
+    assert "JobFailed" in failed["failures"]["stage1"] and "no_such_split" in failed["failures"]["stage1"]
+    assert failed["failures"]["stage2"] == "not run: an upstream step failed"
+    assert task_runs(prefect_services, run.flow_run_id)["stage1"] == 1  # JobFailed is not retried
+
+
+def test_a_job_that_cannot_start_is_retried(prefect_services, tmp_path):
+    run = run_pipeline(prefect_services, tmp_path, "launcher.python=/no/such/python",
+                       "orchestration.launch_retries=1", "orchestration.launch_retry_delay_s=0")
+    assert run.returncode != 0
+    failed = summary(tmp_path, run)
+    assert "LaunchError" in failed["failures"]["prepare-data"]
+    assert task_runs(prefect_services, run.flow_run_id)["prepare-data"] == 2  # one retry
+
+
+def test_a_killed_worker_then_a_rerun_resumes_the_interrupted_step(first_run, prefect_services, runs):
+    # stage3 changes (it runs and finishes), stage4 gets a longer budget (it is killed mid-way).
+    extra = ("stages.stage3_multimodal.seed=7", "stages.stage4_long_context.budget.steps=6")
+    existing = set(runs.glob("work/stage4-*"))
+    started = run_pipeline(prefect_services, runs, *extra, watch=False)
+    work = wait_for_checkpoint(runs, existing)
+    kill_worker_and_jobs(prefect_services, work)
+
+    prefect_services.start_worker()
+    run = run_pipeline(prefect_services, runs, *extra)
+    assert run.returncode == 0, run.output
+    resumed = summary(runs, run)
+    assert statuses(resumed) == ["cached", "cached", "cached", "ran"]
+    stage3, stage4 = resumed["steps"][2], resumed["steps"][3]
+    assert stage4["resumed"] and Path(stage4["work_dir"]) == work
+    log = (work / "logs" / f"{stage4['run_id']}.log").read_text()
+    assert "resumed from" in log
+    # stage3 was finished by the interrupted flow run, not rerun
+    client = mlflow(runs)
+    (interrupted,) = client.search_runs([resumed["mlflow"]["experiment_id"]],
+                                        f"tags.`mimovl.flow_run_id` = '{started.flow_run_id}'")
+    assert client.get_run(stage3["source_run_id"]).data.tags["mlflow.parentRunId"] == interrupted.info.run_id
+
+
+def wait_for_checkpoint(runs: Path, existing: set[Path]) -> Path:
+    """The new stage4 work folder, once its job has saved a DeepSpeed checkpoint."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        for work in set(runs.glob("work/stage4-*")) - existing:
+            if (work / "deepspeed" / "latest").is_file():
+                return work
+        time.sleep(0.2)
+    raise AssertionError("stage4 saved no checkpoint in time")
+
+
+def kill_worker_and_jobs(services: LocalServices, work: Path) -> None:
+    """SIGKILL the worker and everything under it (flow run process, the job): a lost machine."""
+    worker = psutil.Process(services.pid("worker"))
+    victims = [worker, *worker.children(recursive=True)]
+    job = [p for p in victims if str(work) in " ".join(p.cmdline())]
+    assert job, "the stage4 job is not among the worker's processes"
+    for process in victims:
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    psutil.wait_procs(victims, timeout=30)
+    for _ in range(100):  # the worker is the fixture's child: reaped by pid()'s zombie check
+        if services.pid("worker") is None:
+            break
+        time.sleep(0.1)
+    assert services.pid("worker") is None
