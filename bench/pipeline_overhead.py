@@ -17,7 +17,6 @@ Extra arguments are config overrides for the pipeline (e.g. launcher.runner=pyth
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -25,12 +24,8 @@ from pathlib import Path
 
 from conf import load_group
 from flows.services import LocalServices
+from tasks.launcher import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from rewards.client import RewardClient
 from rewards.config import load_rewards_config
 from rewards.result import RewardItem
 from rewards.router import RewardRouter
+from tasks.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"grounding_items_per_s": 100_000, "math_items_per_s": 200, "http_overhead_ms_p50": 5.0}
@@ -168,11 +168,6 @@ def measure_math(router: RewardRouter, batches: list[list[RewardItem]], seconds:
         result["items_per_worker_cpu_s"] = items / max(worker_cpu_seconds(pids) - before, 1e-9)
     return result
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_service(port: int, overrides: list[str]) -> subprocess.Popen[bytes]:

@@ -1,6 +1,5 @@
 import logging
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -87,42 +86,23 @@ def test_a_missing_folder_is_an_error(tmp_path):
         list(SampleReader(str(tmp_path / "nothing")))
 
 
-@pytest.fixture()
-def s3_server(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(key, raising=False)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 def _upload(endpoint, root: Path, bucket, prefix):
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint)
-    s3.create_bucket(Bucket=bucket)
     for path in sorted(root.rglob("*")):
         if path.is_file():
             s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(root).as_posix()}")
 
 
-def test_reads_from_s3_like_from_disk(dataset_dir, tmp_path, s3_server, caplog):
+def test_reads_from_s3_like_from_disk(dataset_dir, tmp_path, s3_server, s3_bucket, caplog):
     root = _copy_split(dataset_dir, tmp_path)
     local = list(SampleReader(str(root), split="eval"))
     _, corrupt, missing, _, _ = _damage(root)
-    _upload(s3_server, root, "data", "synthetic/v1")
+    _upload(s3_server, root, s3_bucket, "synthetic/v1")
 
-    assert load_manifest("s3://data/synthetic/v1", Storage(s3_server)) == load_manifest(str(root))
-    reader = SampleReader("s3://data/synthetic/v1", split="eval", endpoint_url=s3_server)
+    assert load_manifest(f"s3://{s3_bucket}/synthetic/v1", Storage(s3_server)) == load_manifest(str(root))
+    reader = SampleReader(f"s3://{s3_bucket}/synthetic/v1", split="eval", endpoint_url=s3_server)
     with caplog.at_level(logging.WARNING, logger="data.reader"):
         remote = list(reader)
     assert reader.stats.skipped == {BAD_RECORD: 2, MISSING_IMAGE: 1, CORRUPT_IMAGE: 1}
@@ -130,6 +110,6 @@ def test_reads_from_s3_like_from_disk(dataset_dir, tmp_path, s3_server, caplog):
     assert [item.sample for item in remote] == [item.sample for item in expected]
     for got, want in zip(remote, expected):
         assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got.images, want.images))
-    assert remote[0].source.startswith("s3://data/synthetic/v1/eval/shard-00000.jsonl:")
-    assert any(missing.id in r.getMessage() and "s3://data/synthetic/v1/eval/images/" in r.getMessage()
+    assert remote[0].source.startswith(f"s3://{s3_bucket}/synthetic/v1/eval/shard-00000.jsonl:")
+    assert any(missing.id in r.getMessage() and f"s3://{s3_bucket}/synthetic/v1/eval/images/" in r.getMessage()
                for r in caplog.records)

@@ -2,18 +2,13 @@
 repository's prefect.yaml deployed; all state (Prefect's database, runs, MLflow, store) in a temp folder."""
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from flows.services import LocalServices
+from tasks.launcher import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

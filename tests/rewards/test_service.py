@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from rewards.client import RewardClient, RewardServiceError
 from rewards.result import RewardItem
 from rewards.router import RewardRouter
+from tasks.launcher import free_port
 from tests.rewards.conftest import TEST_OVERRIDES, rewards_test_config
 from tests.rewards.vectors import BAD_TARGETS, BRACE_BOMB, MATH_VECTORS, VECTORS
 
@@ -28,11 +28,6 @@ SERVICE_OVERRIDES = [*TEST_OVERRIDES, f"service.max_body_bytes={MAX_BODY}",
                      f"service.max_items={MAX_ITEMS}", "client.batch_items=256", "client.retries=2",
                      "client.backoff_s=0.01", "client.backoff_max_s=0.02", "client.deadline_s=60"]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
