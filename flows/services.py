@@ -149,14 +149,21 @@ class LocalServices:
 
     # ------------------------------------------------------------------------------------ services
 
+    def _already_running(self, name: str, health_url: str, port_key: str) -> bool:
+        """True when our `name` (its PID file names a live process) answers `health_url`; a server there
+        that is not ours is an error naming the port setting to change."""
+        if not _healthy(health_url):
+            return False
+        if self.pid(name) is not None:
+            return True
+        raise ServiceError(f"another server already answers at {health_url} (not our {name}: no PID in "
+                           f"{self.pid_file(name)}); stop it or set orchestration.services.{port_key}")
+
     def start_prefect_server(self) -> bool:
         """Start the Prefect server unless it runs; True when this call started it."""
         health = f"{self.api_url}/health"
-        if self.pid(PREFECT_SERVER) is not None and _healthy(health):
+        if self._already_running(PREFECT_SERVER, health, "prefect_port"):
             return False
-        if _healthy(health):
-            raise ServiceError(f"another Prefect server already answers at {self.api_url} (not ours: no PID in "
-                               f"{self.pid_file(PREFECT_SERVER)}); stop it or set orchestration.services.prefect_port")
         self.path(self.cfg.prefect_home).mkdir(parents=True, exist_ok=True)
         self._spawn(PREFECT_SERVER, [sys.executable, "-m", "prefect", "server", "start", "--host", self.cfg.host,
                                      "--port", str(self.cfg.prefect_port)])
@@ -166,11 +173,8 @@ class LocalServices:
     def start_mlflow_server(self) -> bool:
         """Start an MLflow server on the tracking config's database and artifacts, unless it runs."""
         health = f"{self.mlflow_url}/health"
-        if self.pid(MLFLOW_SERVER) is not None and _healthy(health):
+        if self._already_running(MLFLOW_SERVER, health, "mlflow_port"):
             return False
-        if _healthy(health):
-            raise ServiceError(f"another server already answers at {self.mlflow_url} (not ours: no PID in "
-                               f"{self.pid_file(MLFLOW_SERVER)}); stop it or set orchestration.services.mlflow_port")
         uri = self.tracking.tracking_uri
         if not uri.startswith("sqlite:///"):
             raise ServiceError(f"tracking.tracking_uri {uri} is not a local SQLite database: nothing to serve here")
