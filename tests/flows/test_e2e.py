@@ -68,6 +68,23 @@ def task_runs(services: LocalServices, flow_run_id: str) -> dict[str, int]:
     return {run.name: run.run_count for run in found}
 
 
+def prefect_records(services: LocalServices, flow_run_id: str) -> tuple[list[str], list[str]]:
+    """(markdown artifacts, log messages) of a flow run, from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, LogFilter,
+                                                LogFilterFlowRunId)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: services.api_url}), get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        messages: list[str] = []
+        while page := client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                                       limit=200, offset=len(messages)):
+            messages += [log.message for log in page]
+    return [a.data for a in artifacts if a.type == "markdown"], messages
+
+
 @pytest.fixture(scope="module")
 def first_run(prefect_services, runs) -> tuple[DeploymentRun, dict]:
     run = run_pipeline(prefect_services, runs)
@@ -75,7 +92,7 @@ def first_run(prefect_services, runs) -> tuple[DeploymentRun, dict]:
     return run, summary(runs, run)
 
 
-def test_the_smoke_pipeline_completes_through_the_deployment(first_run, runs):
+def test_the_smoke_pipeline_completes_through_the_deployment(first_run, prefect_services, runs):
     run, result = first_run
     assert "Completed" in run.output
     assert result["status"] == "completed" and statuses(result) == ["ran"] * 4
@@ -109,6 +126,13 @@ def test_the_smoke_pipeline_completes_through_the_deployment(first_run, runs):
         assert "stage.optim.lr" in child.data.params
     artifacts = {a.path for a in client.list_artifacts(by_step["stage1"].info.run_id)}
     assert {"step.yaml", "job"} <= artifacts
+
+    markdown, messages = prefect_records(prefect_services, run.flow_run_id)
+    (table,) = markdown  # the run's summary for a person watching: every step, ran, its checkpoint
+    for step in result["steps"]:
+        assert f"| {step['step']} | pretrain | ran |" in table and step["output_uri"] in table
+    for name in STAGES:  # the job's progress reached the Prefect logs
+        assert any(m.startswith(f"[{name}] step ") and "loss" in m and "ETA" in m for m in messages), name
 
 
 def test_the_same_run_again_launches_no_job(first_run, prefect_services, runs):
