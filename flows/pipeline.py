@@ -143,6 +143,7 @@ def _failure_text(future, lines: int) -> str:
 def _summary(plan: PipelinePlan, run_id: str, run_name: str, deployment_name: str, pipeline_run: PipelineRun,
              tracker: Tracker, data: DataSet | None, outcomes: dict[str, StepOutcome], failures: dict[str, str],
              elapsed_s: float) -> dict[str, Any]:
+    data_s = 0.0 if data is None else data.wall_time_s
     steps = []
     for step in plan.steps:
         if step.name in outcomes:
@@ -160,9 +161,11 @@ def _summary(plan: PipelinePlan, run_id: str, run_name: str, deployment_name: st
         "status": "failed" if failures else "completed",
         "failures": failures,
         "flow_wall_time_s": elapsed_s,
-        "jobs_wall_time_s": sum(o.job_wall_time_s for o in outcomes.values()),
-        "jobs_process_s": sum(o.job_process_s for o in outcomes.values()),
-        "data": None if data is None else {"uri": data.uri, "digest": data.digest, "generated": data.generated},
+        # the jobs: the data generator (when it ran) and each step's job
+        "jobs_wall_time_s": data_s + sum(o.job_wall_time_s for o in outcomes.values()),
+        "jobs_process_s": data_s + sum(o.job_process_s for o in outcomes.values()),
+        "data": None if data is None else {"uri": data.uri, "digest": data.digest, "generated": data.generated,
+                                           "wall_time_s": data.wall_time_s},
         "mlflow": {"tracking_uri": tracker.tracking_uri, "experiment_id": pipeline_run.experiment_id,
                    "parent_run_id": pipeline_run.parent_run_id,
                    "parent_run_url": tracker.run_url(pipeline_run.experiment_id, pipeline_run.parent_run_id)},

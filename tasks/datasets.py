@@ -48,6 +48,7 @@ class DataSet:
     key: str      # sha256 of what produced it
     split: str    # the split the steps read
     generated: bool  # False when an earlier run's folder was reused
+    wall_time_s: float = 0.0  # the generator's process, start to exit; 0 when reused
 
 
 def check_generator_config(data: Mapping[str, Any]) -> None:
@@ -102,11 +103,13 @@ def prepare_dataset(data: Mapping[str, Any], prep: DataPrepConfig, datasets_dir:
     folder.parent.mkdir(parents=True, exist_ok=True)
     argv = [python or sys.executable, "-u", "-m", prep.module, "--out", str(folder), "--config", str(data["name"]),
             "--samples", str(data["samples"]), "--seed", str(data["seed"]), "--model", str(data["model"])]
+    started = time.monotonic()
     run_streamed(argv, prep.timeout_s, on_line)
+    wall_time_s = time.monotonic() - started
     digest = read_digest(folder)
     if digest is None:
         raise DataPrepFailed(f"{prep.module} exited 0 but wrote no {folder / MANIFEST_NAME}")
-    return DataSet(str(data["name"]), str(folder), digest, key, prep.split, generated=True)
+    return DataSet(str(data["name"]), str(folder), digest, key, prep.split, generated=True, wall_time_s=wall_time_s)
 
 
 def run_streamed(argv: list[str], timeout_s: float, on_line: Callable[[str], None] | None) -> None:

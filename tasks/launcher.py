@@ -59,7 +59,7 @@ from omegaconf import MISSING
 JOB_LOGGER = logging.getLogger("mimovl.job")
 log = logging.getLogger("mimovl.launcher")
 
-RUNNERS = ("python", "torchrun", "deepspeed")
+RUNNERS = ("auto", "python", "torchrun", "deepspeed")
 MULTINODE_LAUNCHERS = ("pdsh", "openmpi", "slurm")
 RESULT_STATUS_OK = "ok"
 RESULT_KEYS = ("status", "output_uri", "output_digest", "tokens_seen", "wall_time_s", "metrics")
@@ -95,7 +95,7 @@ class LauncherConfig:
     """conf/launcher/<name>.yaml."""
 
     name: str = MISSING
-    runner: str = MISSING  # python (one process, no launcher) | torchrun | deepspeed
+    runner: str = MISSING  # auto | python (one process, no launcher) | torchrun | deepspeed
     python: Optional[str] = MISSING  # interpreter for the runner and the job; null: the current one
     nproc_per_node: int = MISSING  # processes (accelerators) per node; -1: all (deepspeed only)
     master_addr: Optional[str] = MISSING  # rendezvous host; null (multinode): found by ssh on the first host
@@ -107,19 +107,29 @@ class LauncherConfig:
     tail_lines: int = MISSING  # how many of the job's last lines a failure message carries
     multinode: Optional[MultinodeConfig] = MISSING  # null: this node only
 
+    @property
+    def resolved_runner(self) -> str:
+        """The runner `auto` stands for: one process on this node runs without a runner (python: the
+        DeepSpeed runner would only add two processes that import DeepSpeed); several processes, every
+        accelerator (-1) or several nodes go through the DeepSpeed runner."""
+        if self.runner != "auto":
+            return self.runner
+        return "python" if self.nproc_per_node == 1 and self.multinode is None else "deepspeed"
+
     def check(self, where: str = "launcher") -> None:
         if self.runner not in RUNNERS:
             raise _config_error(where, "runner", f"'{self.runner}' is not one of {list(RUNNERS)}")
-        if self.runner == "python" and self.nproc_per_node != 1:
+        runner = self.resolved_runner
+        if runner == "python" and self.nproc_per_node != 1:
             raise _config_error(where, "nproc_per_node", "runner 'python' starts exactly one process (1)")
-        if self.runner == "torchrun" and self.nproc_per_node < 1:
+        if runner == "torchrun" and self.nproc_per_node < 1:
             raise _config_error(where, "nproc_per_node", f"must be >= 1 for torchrun, got {self.nproc_per_node}")
-        if self.runner == "deepspeed" and not (self.nproc_per_node >= 1 or self.nproc_per_node == -1):
+        if runner == "deepspeed" and not (self.nproc_per_node >= 1 or self.nproc_per_node == -1):
             raise _config_error(where, "nproc_per_node", f"must be >= 1 or -1 (all), got {self.nproc_per_node}")
         if not 0 <= self.master_port <= 65535:
             raise _config_error(where, "master_port", f"must be in [0, 65535], got {self.master_port}")
-        if self.runner != "deepspeed" and not self.master_addr:
-            raise _config_error(where, "master_addr", f"runner '{self.runner}' needs a rendezvous address")
+        if runner != "deepspeed" and not self.master_addr:
+            raise _config_error(where, "master_addr", f"runner '{runner}' needs a rendezvous address")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise _config_error(where, "timeout_s", f"must be > 0 or null, got {self.timeout_s}")
         if not self.kill_grace_s > 0:
@@ -132,7 +142,7 @@ class LauncherConfig:
     def _check_multinode(self, where: str) -> None:
         mn = self.multinode
         assert mn is not None
-        if self.runner != "deepspeed":
+        if self.resolved_runner != "deepspeed":
             raise _config_error(where, "runner", "multinode jobs run through the deepspeed runner")
         if self.master_port == 0:
             raise _config_error(where, "master_port", "a free local port means nothing to other nodes; set one")
@@ -211,12 +221,13 @@ def build_command(cfg: LauncherConfig, module: str, config_path: str | Path,
     env = dict(cfg.env)
     env["PYTHONUNBUFFERED"] = "1"
 
-    if cfg.runner == "python":
+    runner = cfg.resolved_runner
+    if runner == "python":
         env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
                    MASTER_ADDR=str(cfg.master_addr), MASTER_PORT=str(port))
         return JobCommand([python, "-u", "-m", module, *job_args], env)
 
-    if cfg.runner == "torchrun":
+    if runner == "torchrun":
         argv = [python, "-u", "-m", "torch.distributed.run", "--nproc_per_node", str(cfg.nproc_per_node),
                 "--master_addr", str(cfg.master_addr), "--master_port", str(port), *cfg.runner_args,
                 "--module", module, *job_args]

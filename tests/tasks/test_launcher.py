@@ -64,8 +64,22 @@ def wait_until_gone(pid: int) -> bool:
 def test_shipped_configs_validate(name):
     cfg = load_launcher_config(name)
     assert cfg.name == name
-    assert cfg.runner == "deepspeed"
+    assert cfg.runner == {"local": "auto", "multinode": "deepspeed"}[name]
     assert (cfg.multinode is None) == (name == "local")
+
+
+@pytest.mark.parametrize("nproc, runner_module", [(1, None), (2, "deepspeed.launcher.runner"),
+                                                  (-1, "deepspeed.launcher.runner")])
+def test_auto_runs_one_process_without_a_runner_and_more_through_deepspeed(nproc, runner_module):
+    cfg = load_launcher_config("local", {"runner": "auto", "nproc_per_node": nproc})
+    command = build_command(cfg, "training.pretrain", "step.yaml", "result.json")
+    if runner_module is None:
+        assert command.argv[1:] == ["-u", "-m", "training.pretrain", "--config", "step.yaml", "--result", "result.json"]
+        assert command.env["RANK"] == "0" and command.env["WORLD_SIZE"] == "1"
+    else:
+        assert command.argv[1:4] == ["-u", "-m", runner_module]
+        assert command.argv[-6:] == ["--module", "training.pretrain", "--config", "step.yaml", "--result", "result.json"]
+        assert "RANK" not in command.env
 
 
 @pytest.mark.parametrize("name, overrides, key", [
