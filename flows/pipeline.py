@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -89,8 +90,6 @@ def mimovl(pipeline: str = "full", overrides: list[str] = []) -> dict[str, Any]:
     pipeline_run = PipelineRun(experiment_id, parent_run_id, run_id)
     ok = False
     try:
-        import yaml
-
         tracker.log_text(parent_run_id, yaml.safe_dump(plan.config, sort_keys=False), "config.yaml")
         retries = dict(retries=plan.orchestration.launch_retries,
                        retry_delay_seconds=plan.orchestration.launch_retry_delay_s)

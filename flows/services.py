@@ -104,18 +104,7 @@ class LocalServices:
             pid = int(path.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        # A zombie (exited, not yet reaped by its parent) is not running.
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return None
-        return None if state in ("Z", "X") else pid
+        return pid if _running(pid) else None
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         """Start `argv` in a session of its own (so `stop` reaches its children), output to its log."""
@@ -300,6 +289,21 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             pass
 
 
+def _running(pid: int) -> bool:
+    """A live process has this pid; a zombie (exited, not yet reaped by its parent) is not running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -307,14 +311,7 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
             os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
         except ChildProcessError:
             pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return True
-        except OSError:
+        if not _running(pid):
             return True
         time.sleep(0.1)
     return False

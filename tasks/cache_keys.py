@@ -98,8 +98,3 @@ def code_version(root: str | Path, paths: Iterable[str]) -> str:
         hasher.update(f"{path.relative_to(root).as_posix()}\t{digest}\n".encode())
     return hasher.hexdigest()
 
-
-def data_key(data_config: Mapping[str, Any], samples: int, seed: int, code: str) -> str:
-    """The key of a prepared data set: its whole config, the sample count and seed, the generator code."""
-    return sha256_text(canonical_json({"format": KEY_FORMAT, "data": dict(data_config), "samples": samples,
-                                       "seed": seed, "code_version": code}))
