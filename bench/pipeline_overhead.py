@@ -13,7 +13,7 @@ with conf/bench/pipeline_overhead.yaml's pipeline (smoke) from scratch (every st
   process_overhead_fraction  1 - jobs_process_s / total_wall_s: what the orchestration itself adds
   cached_rerun_wall_s   the same deployment run again: every step cached, no job launched
   cached_rerun_ratio    cached_rerun_wall_s / total_wall_s (target < 0.20)
-Extra arguments are config overrides for the pipeline (e.g. launcher.runner=python).
+Extra arguments are config overrides for the pipeline (e.g. launcher.runner=deepspeed: every job through the runner).
 """
 from __future__ import annotations
 
