@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 import conf
 from conf import REPO_ROOT, ConfigError, validated
 from flows.dag import PipelineError, StepSpec, parse_steps
+from model.config import model_config_from, require_weights
 from tasks.cache_keys import code_version
 from tasks.datasets import check_generator_config
 from tasks.launcher import LauncherConfig, launcher_config
@@ -114,6 +115,10 @@ def build_plan(pipeline: str, overrides: list[str] | None = None) -> PipelinePla
             raise PipelineError(f"pipeline '{resolved['pipeline']['name']}': step '{step.name}': stage "
                                 f"'{step.stage}' is not in `stages` (defined: {sorted(stages)})")
     check_generator_config(resolved["data"])
+    model = model_config_from(resolved["model"])
+    if model.init.source == "pretrained" and any(step.source is None for step in steps):
+        for part in ("vit", "llm"):  # a first step builds the model from these folders
+            require_weights(model, part)
 
     runs_dir = Path(resolved["runs_dir"])
     runs_dir = (runs_dir if runs_dir.is_absolute() else REPO_ROOT / runs_dir).resolve()

@@ -91,6 +91,8 @@ def test_the_repository_pipelines_are_valid():
     ("stages.stage1_projector_warmup.optim.lr=-1", r"step 'stage1' .*optim.lr: must be > 0"),
     ("orchestration.launch_retries=-1", r"orchestration.launch_retries: must be >= 0"),
     ("+data.colours.pink=[1,2,3]", r"data.colours.*cannot reach the generator"),
+    # The 7B profile's first step loads the ViT and LLM folders: unset, the run fails before it starts.
+    ("model=mimovl_7b", r"weights.vit is not set; pass model.weights.vit="),
 ])
 def test_a_bad_pipeline_fails_before_anything_runs(override, message):
     with pytest.raises(ConfigError, match=message):
