@@ -49,7 +49,7 @@ def prepare_data(plan: PipelinePlan) -> DataSet:
     logger = get_run_logger()
     data = prepare_dataset(plan.config["data"], plan.orchestration.data_prep,
                            plan.runs_dir / plan.orchestration.datasets_dir, plan.orchestration.key_chars,
-                           plan.code_versions["data_prep"], on_line=logger.info, python=plan.launcher.python)
+                           plan.code_versions["data_prep"], plan.launcher, on_line=logger.info)
     logger.info("data set %s: %s (digest %s)", "generated" if data.generated else "reused", data.uri, data.digest[:12])
     return data
 

@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +20,7 @@ from omegaconf import OmegaConf
 
 from conf import REPO_ROOT, ConfigError, load_group
 from tasks.cache_keys import canonical_json, sha256_text
-from tasks.launcher import LaunchError
+from tasks.launcher import JobCommand, LauncherConfig, RunningJob
 from tasks.orchestration_config import DataPrepConfig
 
 log = logging.getLogger("mimovl.datasets")
@@ -33,11 +28,10 @@ log = logging.getLogger("mimovl.datasets")
 MANIFEST_NAME = "manifest.json"
 # The generator reads conf/data/<name>.yaml itself and takes these three from its command line.
 COMMAND_LINE_KEYS = ("samples", "seed", "model")
-TAIL_LINES = 30
 
 
 class DataPrepFailed(RuntimeError):
-    """The generator ran and failed (deterministic: not retried); the message carries its last lines."""
+    """The generator exited 0 but left no usable data set (deterministic: not retried)."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +84,11 @@ def read_digest(folder: Path) -> str | None:
 
 
 def prepare_dataset(data: Mapping[str, Any], prep: DataPrepConfig, datasets_dir: Path, key_chars: int,
-                    code_version: str, on_line: Callable[[str], None] | None = None,
-                    python: str | None = None) -> DataSet:
-    """The data set of `data` (the composed `data:` section), generated unless already there."""
+                    code_version: str, launcher: LauncherConfig,
+                    on_line: Callable[[str], None] | None = None) -> DataSet:
+    """The data set of `data` (the composed `data:` section), generated unless already there.
+    The generator runs with `launcher`'s interpreter, kill grace and tail length; its failure is
+    tasks.launcher's LaunchError (could not start) or JobFailed (ran and failed, with its last lines)."""
     check_generator_config(data)
     key = data_key(data, code_version)
     folder = dataset_folder(datasets_dir, data, key, key_chars).resolve()
@@ -101,44 +97,14 @@ def prepare_dataset(data: Mapping[str, Any], prep: DataPrepConfig, datasets_dir:
         log.info("data set %s already prepared (digest %s)", folder, digest[:12])
         return DataSet(str(data["name"]), str(folder), digest, key, prep.split, generated=False)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    argv = [python or sys.executable, "-u", "-m", prep.module, "--out", str(folder), "--config", str(data["name"]),
-            "--samples", str(data["samples"]), "--seed", str(data["seed"]), "--model", str(data["model"])]
-    started = time.monotonic()
-    run_streamed(argv, prep.timeout_s, on_line)
-    wall_time_s = time.monotonic() - started
+    argv = [launcher.python or sys.executable, "-u", "-m", prep.module, "--out", str(folder),
+            "--config", str(data["name"]), "--samples", str(data["samples"]), "--seed", str(data["seed"]),
+            "--model", str(data["model"])]
+    # A job without result.json: streamed, timed out, and stopped with the flow run like the steps' jobs.
+    generator = RunningJob(launcher, JobCommand(argv, {"PYTHONUNBUFFERED": "1"}), None, log_path=None,
+                           timeout_s=prep.timeout_s, on_line=on_line, cwd=REPO_ROOT)
+    wall_time_s = generator.wait_exit()
     digest = read_digest(folder)
     if digest is None:
         raise DataPrepFailed(f"{prep.module} exited 0 but wrote no {folder / MANIFEST_NAME}")
     return DataSet(str(data["name"]), str(folder), digest, key, prep.split, generated=True, wall_time_s=wall_time_s)
-
-
-def run_streamed(argv: list[str], timeout_s: float, on_line: Callable[[str], None] | None) -> None:
-    """Run `argv` in the repository root, passing each output line to `on_line`; raise on failure."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    try:
-        proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
-                                start_new_session=True)
-    except OSError as exc:
-        raise LaunchError(f"cannot start {argv[0]}: {exc}") from exc
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    timer = threading.Timer(timeout_s, proc.kill)
-    timer.start()
-    started = time.monotonic()
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\r\n")
-            tail.append(line)
-            if on_line is not None:
-                on_line(line)
-        returncode = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if returncode != 0:
-        why = f"timed out after {timeout_s} s" if time.monotonic() - started >= timeout_s else f"exit code {returncode}"
-        raise DataPrepFailed(f"data preparation failed ({why}): {' '.join(argv)}\n--- last lines ---\n"
-                             + "\n".join(tail))

@@ -444,7 +444,7 @@ class RunningJob:
     pipe after the job's main process exits are killed too.
     """
 
-    def __init__(self, cfg: LauncherConfig, command: JobCommand, result_path: Path, *,
+    def __init__(self, cfg: LauncherConfig, command: JobCommand, result_path: Path | None, *,
                  log_path: Path | None, timeout_s: float | None, on_line: Callable[[str], None] | None,
                  cwd: Path | None):
         self.cfg = cfg
@@ -597,8 +597,25 @@ class RunningJob:
 
     def wait(self) -> JobResult:
         """Stream the job's output until it ends; return its result or raise JobFailed."""
+        assert self.result_path is not None, "a job started without a result path: use wait_exit()"
+        elapsed = self.wait_exit()
+        tail = list(self._tail)
+        try:
+            result = JobResult.read(self.result_path)
+        except ValueError as exc:
+            raise JobFailed(f"job exited 0 but {exc}", self.command, 0, tail, self.log_path) from None
+        if result.status != RESULT_STATUS_OK:
+            raise JobFailed(f"job exited 0 but its result status is '{result.status}', not "
+                            f"'{RESULT_STATUS_OK}' ({self.result_path})", self.command, 0, tail,
+                            self.log_path)
+        log.info("job %s finished in %.1f s: %s", self.pid, elapsed, self.result_path)
+        return result
+
+    def wait_exit(self) -> float:
+        """Stream the output until the job ends; its wall time if it exited 0, else raise JobFailed
+        (JobTimeout, JobCancelled). For commands that write no result.json."""
         if self._finished:
-            raise RuntimeError("wait() was already called for this job")
+            raise RuntimeError("wait() or wait_exit() was already called for this job")
         self._finished = True
         try:
             stopped = self._pump()
@@ -622,16 +639,7 @@ class RunningJob:
                                self.log_path)
         if returncode != 0:
             raise JobFailed(f"job failed after {elapsed:.1f} s", self.command, returncode, tail, self.log_path)
-        try:
-            result = JobResult.read(self.result_path)
-        except ValueError as exc:
-            raise JobFailed(f"job exited 0 but {exc}", self.command, returncode, tail, self.log_path) from None
-        if result.status != RESULT_STATUS_OK:
-            raise JobFailed(f"job exited 0 but its result status is '{result.status}', not "
-                            f"'{RESULT_STATUS_OK}' ({self.result_path})", self.command, returncode, tail,
-                            self.log_path)
-        log.info("job %s finished in %.1f s: %s", self.pid, elapsed, self.result_path)
-        return result
+        return elapsed
 
 
 def start_job(cfg: LauncherConfig, module: str, config_path: str | Path, result_path: str | Path, *,

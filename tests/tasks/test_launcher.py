@@ -392,3 +392,17 @@ def test_two_ranks_through_the_deepspeed_runner(tmp_path, caplog):
     for rank in range(world):
         assert any(f"rank {rank}/{world} local_rank {rank} env LOCAL_RANK {rank} all_reduce 3.0" in line
                    for line in lines), lines
+
+
+def test_a_command_without_result_json_is_streamed_and_its_failure_carries_its_last_lines():
+    from tasks.launcher import JobCommand, RunningJob
+
+    lines: list[str] = []
+    ok = RunningJob(python_cfg(), JobCommand([PY, "-c", "print('generated')"], {}), None, log_path=None,
+                    timeout_s=60, on_line=lines.append, cwd=None)
+    assert ok.wait_exit() >= 0 and lines == ["generated"]
+    failing = RunningJob(python_cfg(), JobCommand([PY, "-c", "print('half way'); raise SystemExit(3)"], {}), None,
+                         log_path=None, timeout_s=60, on_line=None, cwd=None)
+    with pytest.raises(JobFailed) as failed:
+        failing.wait_exit()
+    assert failed.value.returncode == 3 and failed.value.tail == ["half way"]
