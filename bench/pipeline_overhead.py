@@ -25,8 +25,6 @@ from pathlib import Path
 
 from conf import load_group
 from flows.services import LocalServices
-from tasks.launcher import free_port
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,14 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_group("bench", "pipeline_overhead")
     with tempfile.TemporaryDirectory(prefix="mimovl-bench-") as tmp:
         root = Path(tmp)
-        services = LocalServices.from_config([f"runs_dir={root}", f"orchestration.services.prefect_port={free_port()}",
-                                              f"orchestration.services.mlflow_port={free_port()}",
-                                              f"orchestration.services.worker_query_s={cfg.worker_query_s}"])
+        services = LocalServices.on_free_ports(root, [f"orchestration.services.worker_query_s={cfg.worker_query_s}"])
         try:
-            services.start_prefect_server()
-            services.create_work_pool()
-            services.deploy()
-            services.start_worker()
+            services.start_all(mlflow_ui=False)
             runs = root / "runs"
             overrides = [f"runs_dir={runs}", f"storage.root=file://{runs}/store",
                          f"+launcher.env.OMP_NUM_THREADS={cfg.job_torch_threads}", *extra]
@@ -54,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             rerun_s = time.perf_counter() - started
         finally:
             services.stop_all()
-        summary_path = runs / "pipelines" / f"{run.flow_run_id}.json"
-        rerun_path = runs / "pipelines" / f"{rerun.flow_run_id}.json"
+        summary_path = services.summary_path(run.flow_run_id, runs)
+        rerun_path = services.summary_path(rerun.flow_run_id, runs)
         for done, path in ((run, summary_path), (rerun, rerun_path)):
             if done.returncode != 0 or not path.is_file():
                 print(done.output, file=sys.stderr)

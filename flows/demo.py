@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Prefect UI: {services.prefect_url}\nMLflow UI:  {services.mlflow_url}", flush=True)
     print(f"running {services.cfg.deployment} ...", flush=True)
     run = services.run_deployment(on_line=lambda line: print(line, flush=True))
-    summary_path = services.runs_dir / "pipelines" / f"{run.flow_run_id}.json"
+    summary_path = services.summary_path(run.flow_run_id)
     print()
     if summary_path.is_file():
         print(render_summary(json.loads(summary_path.read_text())))

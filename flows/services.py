@@ -56,6 +56,7 @@ class LocalServices:
     cfg: ServicesConfig
     tracking: TrackingConfig     # local paths absolute
     runs_dir: Path               # absolute
+    summaries_dir: str           # orchestration.summaries_dir: where flow runs write their summaries
 
     @classmethod
     def from_config(cls, overrides: list[str] | None = None) -> LocalServices:
@@ -63,7 +64,21 @@ class LocalServices:
         services = validated(ServicesConfig, cfg["orchestration"]["services"], "orchestration.services")
         tracking = resolved_tracking(validated(TrackingConfig, cfg["tracking"], "tracking"))
         runs_dir = Path(cfg["runs_dir"])
-        return cls(services, tracking, (runs_dir if runs_dir.is_absolute() else REPO_ROOT / runs_dir).resolve())
+        return cls(services, tracking, (runs_dir if runs_dir.is_absolute() else REPO_ROOT / runs_dir).resolve(),
+                   cfg["orchestration"]["summaries_dir"])
+
+    @classmethod
+    def on_free_ports(cls, runs_dir: Path, overrides: list[str] | None = None) -> LocalServices:
+        """A set of its own (tests, benchmarks): state under `runs_dir`, servers on free ports."""
+        from tasks.launcher import free_port
+
+        return cls.from_config([f"runs_dir={runs_dir}", f"orchestration.services.prefect_port={free_port()}",
+                                f"orchestration.services.mlflow_port={free_port()}", *(overrides or [])])
+
+    def summary_path(self, flow_run_id: str, runs_dir: Path | None = None) -> Path:
+        """The summary a flow run of the pipeline writes (flows/pipeline.py), under the pipeline's
+        runs_dir (default: this set's)."""
+        return (runs_dir or self.runs_dir) / self.summaries_dir / f"{flow_run_id}.json"
 
     # ------------------------------------------------------------------------------------ addresses
 
@@ -241,8 +256,12 @@ class LocalServices:
             raise ServiceError(f"prefect {' '.join(args)} created no flow run ({returncode}):\n{output}")
         return DeploymentRun(match.group(1), returncode, output)
 
-    def start_all(self) -> dict[str, bool]:
-        started = {PREFECT_SERVER: self.start_prefect_server(), MLFLOW_SERVER: self.start_mlflow_server()}
+    def start_all(self, mlflow_ui: bool = True) -> dict[str, bool]:
+        """Servers (the MLflow UI unless `mlflow_ui` is False), work pool, deployments, worker;
+        {service: True when this call started it}."""
+        started = {PREFECT_SERVER: self.start_prefect_server()}
+        if mlflow_ui:
+            started[MLFLOW_SERVER] = self.start_mlflow_server()
         self.create_work_pool()
         self.deploy()
         started[WORKER] = self.start_worker()

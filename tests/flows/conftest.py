@@ -7,24 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from flows.services import LocalServices
-from tasks.launcher import free_port
-
 
 
 @pytest.fixture(scope="session")
 def prefect_services(tmp_path_factory) -> Iterator[LocalServices]:
     root = tmp_path_factory.mktemp("services")
-    services = LocalServices.from_config([
-        f"runs_dir={root}",
-        f"orchestration.services.prefect_port={free_port()}",
-        f"orchestration.services.mlflow_port={free_port()}",
-        "orchestration.services.worker_query_s=1",
-    ])
+    services = LocalServices.on_free_ports(root, ["orchestration.services.worker_query_s=1"])
     try:
-        services.start_prefect_server()
-        services.create_work_pool()
-        services.deploy()
-        services.start_worker()
+        services.start_all(mlflow_ui=False)
         yield services
     finally:
         services.stop_all()
