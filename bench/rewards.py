@@ -33,7 +33,7 @@ from rewards.client import RewardClient
 from rewards.config import load_rewards_config
 from rewards.result import RewardItem
 from rewards.router import RewardRouter
-from tasks.launcher import free_port
+from storage.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"grounding_items_per_s": 100_000, "math_items_per_s": 200, "http_overhead_ms_p50": 5.0}

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from data.storage import Storage, join, local_path
-from tasks.store import sha256_file
+from storage.files import Storage, join, local_path
+from storage.store import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mimovl-data/1"

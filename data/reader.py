@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from data.schema import Sample, SampleError
-from data.storage import MissingObject, Storage, join, resolve
+from storage.files import MissingObject, Storage, join, resolve
 
 log = logging.getLogger(__name__)
 

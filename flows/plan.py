@@ -24,7 +24,7 @@ from tasks.cache_keys import code_version
 from tasks.datasets import check_generator_config
 from tasks.launcher import LauncherConfig, launcher_config
 from tasks.orchestration_config import OrchestrationConfig, TrackingConfig
-from tasks.store import join_uri, open_store
+from storage.store import join_uri, open_store
 from tasks.tracking import resolved_tracking
 
 # Stand-ins for what is known only at run time, for checking a step's config before anything runs

@@ -70,7 +70,7 @@ class LocalServices:
     @classmethod
     def on_free_ports(cls, runs_dir: Path, overrides: list[str] | None = None) -> LocalServices:
         """A set of its own (tests, benchmarks): state under `runs_dir`, servers on free ports."""
-        from tasks.launcher import free_port
+        from storage.net import free_port
 
         return cls.from_config([f"runs_dir={runs_dir}", f"orchestration.services.prefect_port={free_port()}",
                                 f"orchestration.services.mlflow_port={free_port()}", *(overrides or [])])

@@ -32,7 +32,7 @@ def local_weights_dir(uri: str, runs_dir: str | Path, storage=None) -> Path:
     """A local folder holding the weights at `uri`: the folder itself, or an S3 prefix copied under runs/cache
     with the S3 client settings of `storage` (a conf/storage section)."""
     if uri.startswith("s3://"):
-        from tasks.store import open_store
+        from storage.store import open_store
 
         if storage is None:
             raise WeightsError(f"{uri}: reading weights from S3 needs the storage=s3 config (client settings)")

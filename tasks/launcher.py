@@ -45,7 +45,6 @@ import math
 import queue
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -204,19 +203,14 @@ class JobCommand:
         return shlex.join(self.argv)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def build_command(cfg: LauncherConfig, module: str, config_path: str | Path,
                   result_path: str | Path) -> JobCommand:
     """The command line that runs `python -m <module> --config <config_path> --result <result_path>`
     under the configured runner."""
     python = cfg.python or sys.executable
     job_args = ["--config", str(config_path), "--result", str(result_path)]
+    from storage.net import free_port  # lazily: this file also runs as a script (see _run_module_main)
+
     port = cfg.master_port or free_port(cfg.master_addr or "127.0.0.1")
     env = dict(cfg.env)
     env["PYTHONUNBUFFERED"] = "1"

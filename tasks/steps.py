@@ -28,7 +28,7 @@ import yaml
 from tasks.cache_keys import step_key
 from tasks.datasets import DataSet
 from tasks.launcher import JobResult, run_job
-from tasks.store import open_store
+from storage.store import open_store
 from tasks.tracking import (SOURCE_RUN_TAG, STATUS_TAG, Tracker, flatten, step_tags)
 
 if TYPE_CHECKING:

@@ -152,8 +152,8 @@ class StepConfig:
 
 def check_inputs(cfg: StepConfig) -> None:
     """Fail before any training when an input is missing: the input checkpoint, or the data set."""
-    from data.storage import join
-    from tasks.store import open_store
+    from storage.files import join
+    from storage.store import open_store
 
     if cfg.input_checkpoint and not open_store(cfg.storage).exists(cfg.input_checkpoint):
         raise ConfigError(f"input_checkpoint: no checkpoint at {cfg.input_checkpoint} (no manifest.json there)")
@@ -163,7 +163,7 @@ def check_inputs(cfg: StepConfig) -> None:
 
 def data_storage(cfg: StepConfig):
     """Access to the data set's files with the S3 endpoint of the step's storage config (if any)."""
-    from data.storage import Storage
+    from storage.files import Storage
 
     s3 = (cfg.storage or {}).get("s3") or {}
     return Storage(s3.get("endpoint_url"))

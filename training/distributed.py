@@ -8,7 +8,7 @@ def ensure_single_process_env() -> None:
     """A job started without a launcher is rank 0 of 1 (DeepSpeed otherwise looks for mpi4py)."""
     if "RANK" in os.environ:
         return
-    from tasks.launcher import free_port
+    from storage.net import free_port
 
     port = free_port()
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -63,7 +63,7 @@ def load_start_model(cfg: StepConfig):
     from model.tokenizer import load_tokenizer
 
     if cfg.input_checkpoint:
-        from tasks.store import open_store
+        from storage.store import open_store
 
         folder = open_store(cfg.storage).materialize(cfg.input_checkpoint, Path(cfg.work_dir) / "input")
         return load_hf_checkpoint(folder, attn_implementation=cfg.model.attn_implementation)
@@ -263,7 +263,7 @@ class PretrainTrainer:
         state_dict = self.engine._zero3_consolidated_16bit_state_dict() if self.cfg.stage.zero_stage == 3 else None
         if rank() != 0:
             return {"status": "ok", "output_uri": self.cfg.output_uri, "output_digest": None}
-        from tasks.store import open_store
+        from storage.store import open_store
 
         folder = Path(self.cfg.work_dir) / "export"
         shutil.rmtree(folder, ignore_errors=True)

@@ -8,7 +8,7 @@ import pytest
 from data.manifest import load_manifest
 from data.reader import BAD_RECORD, CORRUPT_IMAGE, MISSING_IMAGE, SampleReader
 from data.schema import SampleError
-from data.storage import Storage
+from storage.files import Storage
 
 
 def _copy_split(dataset_dir, tmp_path, split="eval"):

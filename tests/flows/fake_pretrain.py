@@ -57,7 +57,7 @@ def main() -> int:
         if (step + 1) % every == 0 and step + 1 < total:
             (ckpt / "latest").write_text(str(step + 1))
 
-    from tasks.store import open_store
+    from storage.store import open_store
 
     export = Path(cfg["work_dir"]) / "export"
     export.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from flows.services import MLFLOW_SERVER, PREFECT_SERVER, WORKER, LocalServices, ServiceError
-from tasks.launcher import free_port
+from storage.net import free_port
 
 
 class AlwaysHealthy(BaseHTTPRequestHandler):

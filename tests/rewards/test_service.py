@@ -16,7 +16,7 @@ import pytest
 from rewards.client import RewardClient, RewardServiceError
 from rewards.result import RewardItem
 from rewards.router import RewardRouter
-from tasks.launcher import free_port
+from storage.net import free_port
 from tests.rewards.conftest import TEST_OVERRIDES, rewards_test_config
 from tests.rewards.vectors import BAD_TARGETS, BRACE_BOMB, MATH_VECTORS, VECTORS
 

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conf import REPO_ROOT, ConfigError, load_group
-from tasks.store import (
+from storage.store import (
     MANIFEST_NAME,
     CheckpointExistsError,
     CheckpointNotFoundError,
@@ -462,7 +462,7 @@ def test_digest_ignores_file_order_and_metadata(tmp_path):
 def test_digest_is_stable_across_processes(tmp_path):
     write_checkpoint(tmp_path / "ckpt")
     here = build_manifest(tmp_path / "ckpt").digest
-    code = "import sys; from tasks.store import build_manifest; print(build_manifest(sys.argv[1]).digest)"
+    code = "import sys; from storage.store import build_manifest; print(build_manifest(sys.argv[1]).digest)"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     there = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "ckpt")],

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from conf import REPO_ROOT, validated
-from tasks.store_config import S3Config, StorageConfig
+from storage.config import S3Config, StorageConfig
 
 log = logging.getLogger(__name__)
 

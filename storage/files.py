@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from tasks.store import is_s3, resolve_local
+from storage.store import is_s3, resolve_local
 
 
 class MissingObject(FileNotFoundError):
