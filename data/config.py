@@ -1,12 +1,16 @@
 """Typed configuration of the synthetic data generator (conf/data/synthetic.yaml) and of the
-processor resize that localisation coordinates refer to (conf/model/<model>.yaml `processor:`)."""
+processor resize that localisation coordinates refer to (conf/model/<model>.yaml `processor:`).
+
+A data config follows the composed model (`model: ${model.name}`): read on its own, its `${model.*}`
+interpolations resolve against conf/model/<model>.yaml, by default the root config's default model.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from conf import ConfigError, load_group, validated
+from conf import CONF_DIR, ConfigError, load_group, validated
 
 SPLITS = ("pretrain", "rl", "eval")
 # Generation order: the held-out splits first, so they do not depend on the pre-training split's size.
@@ -282,9 +286,31 @@ class ResizeSpec:
         return new_w, new_h
 
 
-def load_data_config(name: str = "synthetic") -> SynthConfig:
-    """conf/data/<name>.yaml as a validated SynthConfig."""
-    return validated(SynthConfig, load_group("data", name), where=f"data/{name}")
+def default_model() -> str:
+    """The model group the root config (conf/config.yaml) composes when no `model=` override is given."""
+    root = OmegaConf.load(CONF_DIR / "config.yaml")
+    for entry in root.get("defaults", []):
+        if isinstance(entry, DictConfig) and "model" in entry:
+            return str(entry.model)
+    raise ConfigError(f"{CONF_DIR / 'config.yaml'}: its defaults list names no `model` group")
+
+
+def load_data_group(name: str, model: str | None = None) -> DictConfig:
+    """conf/data/<name>.yaml with its `${model.*}` interpolations resolved against conf/model/<model>.yaml
+    (default: default_model()), as the composed config resolves them."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    model = model or default_model()
+    root = OmegaConf.create({"model": load_group("model", model), "data": load_group("data", name)})
+    try:
+        return OmegaConf.create(OmegaConf.to_container(root.data, resolve=True))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"conf/data/{name}.yaml: cannot resolve it against model={model}: {exc}") from exc
+
+
+def load_data_config(name: str = "synthetic", model: str | None = None) -> SynthConfig:
+    """conf/data/<name>.yaml as a validated SynthConfig, following `model` (default: default_model())."""
+    return validated(SynthConfig, load_data_group(name, model), where=f"data/{name}")
 
 
 def load_resize_spec(model: str) -> ResizeSpec:

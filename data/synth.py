@@ -15,10 +15,12 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,12 +155,14 @@ class _UniqueDrawer:
 
 
 def generate(out: str | Path, samples: int, seed: int, cfg: SynthConfig, resize: ResizeSpec,
-             overwrite: bool = False) -> dict[str, Any]:
+             overwrite: bool = False, reuse: bool = False) -> dict[str, Any]:
     """Write the data set into `out` and return its manifest.
 
-    The files are written into `<out>.partial` and moved into place once the manifest is written.
-    An existing data set (a folder with a manifest) is replaced only with `overwrite`; any other
-    non-empty folder is never touched.
+    The files are written into a hidden sibling unique to this call (`.<out>.partial-<pid>-<uuid>`) and
+    renamed into place once the manifest is written. An existing data set (a folder with a manifest) is
+    replaced only with `overwrite`, or kept with `reuse` when the same generator settings made it; any
+    other non-empty folder is never touched. A concurrent generator that renames first wins: when its
+    data set has this one's digest, this one discards its own files and returns the winner's manifest.
     """
     out = Path(out)
     if samples < 0:
@@ -166,22 +170,67 @@ def generate(out: str | Path, samples: int, seed: int, cfg: SynthConfig, resize:
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST_NAME).is_file():
             raise FileExistsError(f"{out} is not empty and holds no {MANIFEST_NAME}: refusing to write into it")
+        if reuse and not overwrite:
+            existing = _read_manifest(out)
+            if existing.get("generator") == _jsonable(generator_info(samples, seed, cfg, resize)):
+                log.info("%s already holds this data set (digest %s): kept", out, existing["digest"][:12])
+                return existing
+            raise FileExistsError(f"{out} already holds a data set made with other generator settings "
+                                  f"(pass overwrite=True / --overwrite to replace it)")
         if not overwrite:
             raise FileExistsError(f"{out} already holds a data set (pass overwrite=True / --overwrite)")
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    partial = _unique_sibling(out, "partial")
     partial.mkdir(parents=True)
-
     try:
         manifest = _write(partial, samples, seed, cfg, resize)
-    except BaseException:
+        return _move_into_place(partial, out, manifest, overwrite)
+    finally:
         shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
-    return manifest
+
+
+def generator_info(samples: int, seed: int, cfg: SynthConfig, resize: ResizeSpec) -> dict[str, Any]:
+    """The manifest's `generator` section: the settings that determine every byte of the data set."""
+    return {
+        "name": "data.synth",
+        "seed": seed,
+        "samples": samples,
+        "resize": {"factor": resize.factor, "min_pixels": resize.min_pixels, "max_pixels": resize.max_pixels},
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+
+
+def _unique_sibling(out: Path, what: str) -> Path:
+    """A hidden folder name beside `out`, unique to this process and call."""
+    return out.with_name(f".{out.name}.{what}-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+def _move_into_place(partial: Path, out: Path, manifest: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """Rename the finished `partial` to `out` (rename(2) replaces an empty folder, never a non-empty one)."""
+    if overwrite and out.exists():
+        old = _unique_sibling(out, "replaced")
+        out.rename(old)
+        shutil.rmtree(old)
+    try:
+        partial.rename(out)
+        return manifest
+    except OSError:
+        if not (out / MANIFEST_NAME).is_file():
+            raise
+    winner = _read_manifest(out)
+    if winner.get("digest") != manifest["digest"]:
+        raise FileExistsError(f"another generator wrote a different data set into {out} meanwhile (digest "
+                              f"{str(winner.get('digest'))[:12]}, this one's {manifest['digest'][:12]})")
+    log.info("a concurrent generator finished %s first (same digest %s): its folder is kept",
+             out, manifest["digest"][:12])
+    return winner
 
 
 def _write(root: Path, samples: int, seed: int, cfg: SynthConfig, resize: ResizeSpec) -> dict[str, Any]:
@@ -215,14 +264,8 @@ def _write(root: Path, samples: int, seed: int, cfg: SynthConfig, resize: Resize
     overlaps = find_split_overlaps(root)
     if overlaps:
         raise GenerationError("splits share images or prompts:\n" + "\n".join(overlaps))
-    generator = {
-        "name": "data.synth",
-        "seed": seed,
-        "samples": samples,
-        "resize": {"factor": resize.factor, "min_pixels": resize.min_pixels, "max_pixels": resize.max_pixels},
-        "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
-    }
-    manifest = build_manifest(files, {split: splits[split] for split in SPLITS}, generator)
+    manifest = build_manifest(files, {split: splits[split] for split in SPLITS},
+                              generator_info(samples, seed, cfg, resize))
     write_manifest(root, manifest)
     return manifest
 
@@ -275,18 +318,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="conf/model/<model>.yaml whose processor resize sets coordinates")
     parser.add_argument("--config", default="synthetic", help="conf/data/<config>.yaml (default: synthetic)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing data set in --out")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a data set in --out made with the same settings (e.g. by a concurrent run)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    cfg = load_data_config(args.config)
-    model = args.model or cfg.model
+    cfg = load_data_config(args.config, model=args.model)
+    model = cfg.model
     samples = cfg.samples if args.samples is None else args.samples
     seed = cfg.seed if args.seed is None else args.seed
     resize = load_resize_spec(model)
     resize.resized(*cfg.canvas.scene)  # import transformers (for smart_resize) before the clock starts
     start = time.perf_counter()
     try:
-        manifest = generate(args.out, samples, seed, cfg, resize, overwrite=args.overwrite)
+        manifest = generate(args.out, samples, seed, cfg, resize, overwrite=args.overwrite, reuse=args.reuse)
     except (GenerationError, FileExistsError) as exc:
         log.error("%s", exc)
         return 1

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from conf import REPO_ROOT, ConfigError, load_group
+from data.config import load_data_group
 from tasks.cache_keys import canonical_json, sha256_text
 from tasks.launcher import JobCommand, LauncherConfig, RunningJob
 from tasks.orchestration_config import DataPrepConfig
@@ -46,10 +47,10 @@ class DataSet:
 
 
 def check_generator_config(data: Mapping[str, Any]) -> None:
-    """The generator reads conf/data/<name>.yaml from disk, so an override of any key but
-    COMMAND_LINE_KEYS would silently not reach it: refuse it, naming the keys."""
+    """The generator reads conf/data/<name>.yaml from disk (resolved against conf/model/<data.model>.yaml),
+    so an override of any key but COMMAND_LINE_KEYS would silently not reach it: refuse it, naming the keys."""
     name = data.get("name")
-    on_disk = OmegaConf.to_container(load_group("data", str(name)), resolve=True)
+    on_disk = OmegaConf.to_container(load_data_group(str(name), str(data.get("model"))))
     differing = sorted(key for key in set(on_disk) | set(data)
                        if key not in COMMAND_LINE_KEYS and on_disk.get(key) != data.get(key))
     if differing:
@@ -83,6 +84,15 @@ def read_digest(folder: Path) -> str | None:
     return digest
 
 
+def generator_argv(data: Mapping[str, Any], prep: DataPrepConfig, folder: Path, launcher: LauncherConfig) -> list[str]:
+    """The generator's command line: COMMAND_LINE_KEYS from the composed `data:` section (data.model is the
+    composed model, whose processor resize the coordinates refer to). `--reuse`: a concurrent generator of
+    the same data set that finishes first leaves its folder, and this one ends using it."""
+    return [launcher.python or sys.executable, "-u", "-m", prep.module, "--out", str(folder),
+            "--config", str(data["name"]), "--samples", str(data["samples"]), "--seed", str(data["seed"]),
+            "--model", str(data["model"]), "--reuse"]
+
+
 def prepare_dataset(data: Mapping[str, Any], prep: DataPrepConfig, datasets_dir: Path, key_chars: int,
                     code_version: str, launcher: LauncherConfig,
                     on_line: Callable[[str], None] | None = None) -> DataSet:
@@ -97,9 +107,7 @@ def prepare_dataset(data: Mapping[str, Any], prep: DataPrepConfig, datasets_dir:
         log.info("data set %s already prepared (digest %s)", folder, digest[:12])
         return DataSet(str(data["name"]), str(folder), digest, key, prep.split, generated=False)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    argv = [launcher.python or sys.executable, "-u", "-m", prep.module, "--out", str(folder),
-            "--config", str(data["name"]), "--samples", str(data["samples"]), "--seed", str(data["seed"]),
-            "--model", str(data["model"])]
+    argv = generator_argv(data, prep, folder, launcher)
     # A job without result.json: streamed, timed out, and stopped with the flow run like the steps' jobs.
     generator = RunningJob(launcher, JobCommand(argv, {"PYTHONUNBUFFERED": "1"}), None, log_path=None,
                            timeout_s=prep.timeout_s, on_line=on_line, cwd=REPO_ROOT)

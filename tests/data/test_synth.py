@@ -3,14 +3,16 @@ import json
 import random
 import re
 import shutil
+import subprocess
+import sys
 from collections import deque
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conf import ConfigError, load_group, validated
-from data.config import SPLITS, ResizeSpec, SynthConfig
+from conf import REPO_ROOT, ConfigError, load_group, validated
+from data.config import SPLITS, ResizeSpec, SynthConfig, load_data_config, load_data_group
 from data.manifest import load_manifest, verify_manifest
 from data.render import Shape, render
 from data.schema import TASKS, VERIFIABLE_TASKS, Sample
@@ -163,7 +165,7 @@ def test_an_exhausted_sample_space_is_an_error(tmp_path, synth_cfg, resize_spec)
                                                                eval=weights))
     with pytest.raises(GenerationError, match="no new 'text' sample after 5 draws"):
         generate(tmp_path / "x", 200, 0, cfg, resize_spec)
-    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+    assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == []  # no staging folder left
 
 
 def test_cli_writes_refuses_and_overwrites(tmp_path, capsys):
@@ -178,6 +180,70 @@ def test_cli_writes_refuses_and_overwrites(tmp_path, capsys):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="holds no manifest.json"):
         generate(tmp_path / "other", 10, 0, None, None, overwrite=True)
+
+
+def test_reuse_keeps_the_same_data_set_and_refuses_another(tmp_path, synth_cfg, resize_spec):
+    out = tmp_path / "ds"
+    first = generate(out, 30, 4, synth_cfg, resize_spec)
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    assert generate(out, 30, 4, synth_cfg, resize_spec, reuse=True) == first
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp  # kept, not rewritten
+    with pytest.raises(FileExistsError, match="other generator settings"):
+        generate(out, 30, 5, synth_cfg, resize_spec, reuse=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def _finish_first(monkeypatch, out, seed, synth_cfg, resize_spec):
+    """Make a concurrent generator finish `out` (with `seed`) while this one is still writing."""
+    import data.synth as synth
+
+    write = synth._write
+
+    def write_then_lose_the_race(root, *args):
+        manifest = write(root, *args)
+        monkeypatch.setattr(synth, "_write", write)
+        generate(out, 30, seed, synth_cfg, resize_spec)
+        return manifest
+
+    monkeypatch.setattr(synth, "_write", write_then_lose_the_race)
+
+
+def test_a_generator_that_loses_the_rename_keeps_the_winner(tmp_path, synth_cfg, resize_spec, monkeypatch,
+                                                            caplog):
+    out = tmp_path / "ds"
+    _finish_first(monkeypatch, out, 4, synth_cfg, resize_spec)
+    with caplog.at_level("INFO", logger="data.synth"):
+        manifest = generate(out, 30, 4, synth_cfg, resize_spec)
+    assert "a concurrent generator finished" in caplog.text
+    assert manifest == load_manifest(str(out))  # the winner's manifest, returned as this call's
+    assert verify_manifest(str(out)) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # own staging discarded
+
+
+def test_a_generator_that_loses_the_rename_to_other_data_fails(tmp_path, synth_cfg, resize_spec, monkeypatch):
+    out = tmp_path / "ds"
+    _finish_first(monkeypatch, out, 9, synth_cfg, resize_spec)
+    with pytest.raises(FileExistsError, match="different data set"):
+        generate(out, 30, 4, synth_cfg, resize_spec)
+    assert load_manifest(str(out))["generator"]["seed"] == 9  # the winner is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_two_generator_processes_on_one_folder_both_end_with_one_data_set(tmp_path):
+    out = tmp_path / "ds"
+    argv = [sys.executable, "-m", "data.synth", "--out", str(out), "--samples", "200", "--seed", "3",
+            "--model", "tiny", "--reuse"]
+    procs = [subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert [rc for rc, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    digests = {json.loads(stdout.strip().splitlines()[-1])["digest"] for _, stdout, _ in results}
+    assert digests == {load_manifest(str(out))["digest"]}
+    assert verify_manifest(str(out)) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no staging folder left behind
+    # Exactly one process moved its folder into place; the other kept it (mid-write or at start).
+    kept = [err for _, _, err in results if "its folder is kept" in err or "already holds this data set" in err]
+    assert len(kept) == 1
 
 
 # ---------------------------------------------------------------------------------- exact ground truth
@@ -358,26 +424,39 @@ def test_synthetic_text_is_deterministic_and_renders_nothing(synth_cfg, resize_s
 
 
 def test_config_errors_name_the_key(synth_cfg):
-    raw = load_group("data", "synthetic")
+    raw = load_data_group("synthetic")
     raw.task_weights.rl.caption = 1
     with pytest.raises(ConfigError, match=r"task_weights\.rl\.caption.*no verifiable target"):
         validated(SynthConfig, raw, "data/synthetic")
-    raw = load_group("data", "synthetic")
+    raw = load_data_group("synthetic")
     raw.scene.max_shape = 3
     with pytest.raises(ConfigError, match="max_shape"):
         validated(SynthConfig, raw, "data/synthetic")
-    raw = load_group("data", "synthetic")
+    raw = load_data_group("synthetic")
     raw.scene.large = [20, 60]
     with pytest.raises(ConfigError, match=r"scene\.large.*does not fit a grid cell"):
         validated(SynthConfig, raw, "data/synthetic")
-    raw = load_group("data", "synthetic")
+    raw = load_data_group("synthetic")
     raw.splits.eval = 0.5
     with pytest.raises(ConfigError, match=r"\.splits"):
         validated(SynthConfig, raw, "data/synthetic")
 
 
-def test_the_data_group_composes_with_hydra():
+def _composed_data(overrides):
+    """The `data:` section of the composed config, resolved (its `${model.name}` needs the root)."""
+    from omegaconf import OmegaConf
+
     from conf import compose
 
-    cfg = validated(SynthConfig, compose(["data=synthetic"]).data, "data")
+    return OmegaConf.to_container(compose(overrides), resolve=True)["data"]
+
+
+def test_the_data_group_composes_with_hydra():
+    cfg = validated(SynthConfig, _composed_data(["data=synthetic"]), "data")
     assert cfg.model == "tiny"
+
+
+def test_the_data_config_follows_the_composed_model():
+    assert validated(SynthConfig, _composed_data(["model=mimovl_7b"]), "data").model == "mimovl_7b"
+    assert load_data_config("synthetic", model="mimovl_7b").model == "mimovl_7b"
+    assert load_data_config("synthetic").model == "tiny"  # conf/config.yaml's default model
