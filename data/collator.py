@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model.tokenizer import IM_END, IM_START, IMAGE_PAD, VISION_END, VISION_START
+from data.chat_format import IM_END, IM_START, IMAGE_PAD, VISION_END, VISION_START
 
 log = logging.getLogger(__name__)
 

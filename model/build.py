@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
+from data.chat_format import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
 from model.config import ModelConfig
 from model.parts import parameter_counts
-from model.tokenizer import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
 
 log = logging.getLogger(__name__)
 

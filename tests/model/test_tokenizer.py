@@ -1,4 +1,6 @@
-from model.tokenizer import SPECIAL_TOKENS, THINK_TOKENS, load_tokenizer
+import model.tokenizer as tokenizer_module
+from data.chat_format import SPECIAL_TOKENS, THINK_TOKENS
+from model.tokenizer import code_digest, load_tokenizer, tokenizer_cache_key
 
 
 def test_special_tokens_are_single_tokens(tokenizer):
@@ -33,3 +35,33 @@ def test_tokenizer_is_trained_once_and_cached(tiny_cfg, tokenizer, runs_dir):
 def test_training_is_deterministic(tiny_cfg, tokenizer, tmp_path):
     other = load_tokenizer(tiny_cfg, tmp_path)
     assert other.get_vocab() == tokenizer.get_vocab()
+
+
+CORPUS = ["a small corpus", "of two texts"]
+
+
+def test_the_cache_key_changes_with_the_special_tokens(tiny_cfg, monkeypatch):
+    before = tokenizer_cache_key(tiny_cfg, CORPUS)
+    assert tokenizer_cache_key(tiny_cfg, CORPUS) == before
+    monkeypatch.setattr(tokenizer_module, "SPECIAL_TOKENS", SPECIAL_TOKENS + ["<|object_ref_start|>"])
+    assert tokenizer_cache_key(tiny_cfg, CORPUS) != before
+    monkeypatch.setattr(tokenizer_module, "SPECIAL_TOKENS", SPECIAL_TOKENS)
+    monkeypatch.setattr(tokenizer_module, "THINK_TOKENS", ["<thinking>", "</thinking>"])
+    assert tokenizer_cache_key(tiny_cfg, CORPUS) != before
+
+
+def test_the_cache_key_changes_with_the_training_and_corpus_code(tiny_cfg, monkeypatch, tmp_path):
+    assert {"model.tokenizer", "data.chat_format", "data.synth", "data.synth_tasks"} <= set(
+        tokenizer_module.TOKENIZER_CODE)
+    probe = tmp_path / "tokenizer_code_probe.py"
+    probe.write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(tokenizer_module, "TOKENIZER_CODE", tokenizer_module.TOKENIZER_CODE + ("tokenizer_code_probe",))
+    before = tokenizer_cache_key(tiny_cfg, CORPUS)
+    probe.write_text("VERSION = 2\n")
+    assert tokenizer_cache_key(tiny_cfg, CORPUS) != before
+    assert code_digest(["data.chat_format"]) != code_digest(["data.synth"])
+
+
+def test_the_cache_key_changes_with_the_corpus(tiny_cfg):
+    assert tokenizer_cache_key(tiny_cfg, CORPUS) != tokenizer_cache_key(tiny_cfg, CORPUS[:1])
