@@ -42,7 +42,8 @@ def main() -> None:
         results = {}
         for seq_len in cfg.seq_lens:
             packer = Packer(seq_len=seq_len, buffer_size=stage.packing.buffer_size, min_fill=stage.packing.min_fill)
-            stream = RowStream(pools, dict(stage.mixture), stage.seed, 0, reader, encoder, packer)
+            stream = RowStream(pools, dict(stage.mixture), seed=stage.seed, purpose="train", rank=0, world_size=1,
+                               split="pretrain", reader=reader, encoder=encoder, packer=packer)
             start = time.perf_counter()
             rows = stream.next_rows(cfg.rows[seq_len])
             seconds = time.perf_counter() - start

@@ -8,6 +8,7 @@ own M-RoPE positions (see shared/reference/stack-notes.md, "Packing multimodal s
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -161,23 +162,32 @@ class PackingStats:
     too_long: int = 0
     too_long_ids: list[str] = field(default_factory=list)
 
+    COUNTERS = ("samples", "rows", "tokens", "padded_tokens", "too_long")
+
     @property
     def efficiency(self) -> float:
         return self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+    def counters(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.COUNTERS}
 
 
 @dataclass
 class Packer:
     """Best-fit-decreasing packing over a rolling buffer of samples.
 
-    Bins filled to at least `min_fill` are emitted; the samples of emptier bins go back into the buffer to
-    meet later samples. A sample longer than `seq_len` cannot be packed: it is skipped, counted and logged.
+    Once the buffer holds `buffer_size` samples, bins filled to at least `min_fill` become rows (`ready`, in
+    order); the samples of emptier bins stay in the buffer to meet later samples. A sample longer than
+    `seq_len` cannot be packed: it is skipped, counted and logged. `ready` and `buffer` are the packer's
+    whole state: restoring them (`restore`) continues the packing exactly.
     """
 
     seq_len: int
     buffer_size: int
     min_fill: float
     stats: PackingStats = field(default_factory=PackingStats)
+    buffer: list[EncodedSample] = field(default_factory=list)
+    ready: deque[list[EncodedSample]] = field(default_factory=deque)
 
     def _fit(self, samples: list[EncodedSample]) -> list[list[EncodedSample]]:
         bins: list[list[EncodedSample]] = []
@@ -195,33 +205,53 @@ class Packer:
                 free[best] -= len(sample)
         return bins
 
-    def pack(self, samples: Iterable[EncodedSample]) -> Iterator[list[EncodedSample]]:
-        buffer: list[EncodedSample] = []
-        for sample in samples:
-            if len(sample) > self.seq_len:
-                self.stats.too_long += 1
-                self.stats.too_long_ids.append(sample.sample_id)
-                log.warning("sample %s has %d tokens, more than seq_len %d: skipped", sample.sample_id, len(sample),
-                            self.seq_len)
-                continue
-            buffer.append(sample)
-            if len(buffer) >= self.buffer_size:
-                buffer = yield from self._emit(buffer, final=False)
-        yield from self._emit(buffer, final=True)
+    def add(self, sample: EncodedSample) -> bool:
+        """Buffer one sample (packing the buffer once it is full); False: too long, skipped."""
+        if len(sample) > self.seq_len:
+            self.stats.too_long += 1
+            self.stats.too_long_ids.append(sample.sample_id)
+            log.warning("sample %s has %d tokens, more than seq_len %d: skipped", sample.sample_id, len(sample),
+                        self.seq_len)
+            return False
+        self.buffer.append(sample)
+        if len(self.buffer) >= self.buffer_size:
+            self._emit(final=False)
+        return True
 
-    def _emit(self, buffer: list[EncodedSample], final: bool):
+    def flush(self) -> None:
+        """Turn every buffered sample into rows, however full (the end of a finite input)."""
+        self._emit(final=True)
+
+    def pop_row(self) -> list[EncodedSample] | None:
+        return self.ready.popleft() if self.ready else None
+
+    def restore(self, ready: list[list[EncodedSample]], buffer: list[EncodedSample], counters: dict[str, int]) -> None:
+        self.ready, self.buffer = deque(ready), list(buffer)
+        for name in PackingStats.COUNTERS:
+            setattr(self.stats, name, counters[name])
+
+    def pack(self, samples: Iterable[EncodedSample]) -> Iterator[list[EncodedSample]]:
+        for sample in samples:
+            self.add(sample)
+            while self.ready:
+                yield self.ready.popleft()
+        self.flush()
+        while self.ready:
+            yield self.ready.popleft()
+
+    def _emit(self, final: bool) -> None:
         keep: list[EncodedSample] = []
-        for row in self._fit(buffer):
+        for row in self._fit(self.buffer):
             used = sum(len(s) for s in row)
             if final or used >= self.min_fill * self.seq_len:
                 self.stats.rows += 1
                 self.stats.samples += len(row)
                 self.stats.tokens += used
                 self.stats.padded_tokens += self.seq_len
-                yield row
+                self.ready.append(row)
             else:
                 keep.extend(row)
-        return keep
+        self.buffer = keep
 
 
 def collate_packed(rows: Sequence[Sequence[EncodedSample]], seq_len: int, pad_token_id: int) -> dict:

@@ -25,6 +25,15 @@ def _samples(encoder, n):
     return out
 
 
+def assert_packed_exactly_once(rows, samples, seq_len):
+    """What packing guarantees: every sample lands in exactly one row, unchanged (same object, so the same
+    ids, tokens and images), and no row holds more than seq_len tokens."""
+    packed = [s for row in rows for s in row]
+    assert sorted(s.sample_id for s in packed) == sorted(s.sample_id for s in samples)
+    assert len({id(s) for s in packed}) == len(packed) and {id(s) for s in packed} == {id(s) for s in samples}
+    assert all(sum(len(s) for s in row) <= seq_len for row in rows)
+
+
 def test_labels_cover_exactly_the_assistant_turn(encoder, tokenizer):
     sample = _samples(encoder, 2)[1]
     labelled = sample.labels != IGNORE_INDEX
@@ -62,7 +71,8 @@ def test_packed_loss_equals_token_weighted_loss_one_by_one(encoder, tiny_model, 
     samples = _samples(encoder, 7)
     seq_len = 256
     rows = list(Packer(seq_len=seq_len, buffer_size=64, min_fill=0.0).pack(samples))
-    assert sum(len(r) for r in rows) == len(samples) and len(rows) < len(samples)
+    assert_packed_exactly_once(rows, samples, seq_len)
+    assert len(rows) < len(samples)  # rows really hold several samples
     with torch.no_grad():
         packed = tiny_model(**collate_packed(rows, seq_len, tokenizer.pad_token_id)).loss.item()
         total, count = 0.0, 0
@@ -84,10 +94,52 @@ def test_packer_skips_and_counts_samples_longer_than_seq_len(encoder):
     packed_ids = {s.sample_id for r in rows for s in r}
     assert longest.sample_id not in packed_ids
     assert packer.stats.too_long == 1 and packer.stats.too_long_ids == [longest.sample_id]
-    assert packed_ids | {longest.sample_id} == {s.sample_id for s in samples}
-    assert all(sum(len(s) for s in r) <= packer.stats.padded_tokens for r in rows)
+    assert_packed_exactly_once(rows, [s for s in samples if s is not longest], packer.seq_len)
 
 
 def test_mrope_positions_text_only():
     ids = torch.tensor([5, 6, 7])
     assert torch.equal(mrope_positions(ids, None, image_token_id=99, merge_size=2), torch.arange(3).expand(3, -1))
+
+
+
+def _add_all(packer, samples):
+    rows = []
+    for sample in samples:
+        packer.add(sample)
+        while (row := packer.pop_row()) is not None:
+            rows.append(row)
+    return rows
+
+
+def test_packer_emits_rows_once_full_and_flushes_the_rest(encoder):
+    samples = _samples(encoder, 24)
+    seq_len, min_fill = 128, 0.8
+    packer = Packer(seq_len=seq_len, buffer_size=6, min_fill=min_fill)
+    full = _add_all(packer, samples)
+    assert full and all(sum(map(len, row)) >= min_fill * seq_len for row in full)
+    held = list(packer.buffer)
+    assert held  # emptier bins wait in the buffer for later samples
+    packer.flush()
+    rest = [packer.pop_row() for _ in range(len(packer.ready))]
+    assert_packed_exactly_once(full + rest, [s for s in samples if len(s) <= seq_len], seq_len)
+    assert {s.sample_id for row in rest for s in row} == {s.sample_id for s in held}
+    collated = collate_packed(full + rest, seq_len, pad_token_id=0)
+    for r, row in enumerate(full + rest):  # a row is its samples' tokens end to end, in the row's order
+        tokens = torch.cat([s.input_ids for s in row])
+        assert torch.equal(collated["input_ids"][r, : len(tokens)], tokens)
+
+
+def test_restored_packer_continues_identically(encoder):
+    samples = _samples(encoder, 24)
+    first = Packer(seq_len=128, buffer_size=6, min_fill=0.8)
+    added = 0
+    while not (first.ready and first.buffer):  # packed rows not handed out yet, and samples still buffered
+        first.add(samples[added])
+        added += 1
+    assert added < len(samples)
+    second = Packer(seq_len=128, buffer_size=6, min_fill=0.8)
+    second.restore([list(row) for row in first.ready], list(first.buffer), first.stats.counters())
+    rows = [_add_all(packer, samples[added:]) for packer in (first, second)]
+    assert [[s.sample_id for s in row] for row in rows[0]] == [[s.sample_id for s in row] for row in rows[1]]
+    assert first.stats.counters() == second.stats.counters()
