@@ -229,21 +229,45 @@ def test_a_generator_that_loses_the_rename_to_other_data_fails(tmp_path, synth_c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+def _wait_for(condition, procs):
+    """Poll `condition` until it holds (True) or one of `procs` has exited (False)."""
+    import time
+
+    while not condition():
+        if any(p.poll() is not None for p in procs):
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_two_generator_processes_on_one_folder_both_end_with_one_data_set(tmp_path):
     out = tmp_path / "ds"
-    argv = [sys.executable, "-m", "data.synth", "--out", str(out), "--samples", "200", "--seed", "3",
+    argv = [sys.executable, "-m", "data.synth", "--out", str(out), "--samples", "400", "--seed", "3",
             "--model", "tiny", "--reuse"]
-    procs = [subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+
+    def start():
+        return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def staging():
+        return sorted(p for p in tmp_path.iterdir() if p.name.startswith(".ds.partial-"))
+
+    # Started together, so that both are usually writing at once (each into its own staging folder) and
+    # the rename decides; one that starts late finds the other's data set already there.
+    first, second = start(), start()
+    both_writing = _wait_for(lambda: len(staging()) == 2, [first, second])
+    results = []
+    for proc in (first, second):
+        stdout, stderr = proc.communicate(timeout=600)
+        results.append((proc.returncode, stdout, stderr))
     assert [rc for rc, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
     digests = {json.loads(stdout.strip().splitlines()[-1])["digest"] for _, stdout, _ in results}
     assert digests == {load_manifest(str(out))["digest"]}
     assert verify_manifest(str(out)) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no staging folder left behind
-    # Exactly one process moved its folder into place; the other kept it (mid-write or at start).
-    kept = [err for _, _, err in results if "its folder is kept" in err or "already holds this data set" in err]
-    assert len(kept) == 1
+    # Exactly one process moved its folder into place; the other kept that one: at the rename when both
+    # were writing, else at its start (the first had finished before the second got going).
+    kept = "its folder is kept" if both_writing else "already holds this data set"
+    assert len([err for _, _, err in results if kept in err]) == 1, [err[-2000:] for _, _, err in results]
 
 
 # ---------------------------------------------------------------------------------- exact ground truth
