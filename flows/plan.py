@@ -114,7 +114,7 @@ def build_plan(pipeline: str, overrides: list[str] | None = None) -> PipelinePla
         if step.kind == "pretrain" and step.stage not in stages:
             raise PipelineError(f"pipeline '{resolved['pipeline']['name']}': step '{step.name}': stage "
                                 f"'{step.stage}' is not in `stages` (defined: {sorted(stages)})")
-    check_generator_config(resolved["data"])
+    check_generator_config(resolved["data"], resolved["model"])
     model = model_config_from(resolved["model"])
     if model.init.source == "pretrained" and any(step.source is None for step in steps):
         for part in ("vit", "llm"):  # a first step builds the model from these folders

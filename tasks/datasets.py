@@ -46,9 +46,16 @@ class DataSet:
     wall_time_s: float = 0.0  # the generator's process, start to exit; 0 when reused
 
 
-def check_generator_config(data: Mapping[str, Any]) -> None:
+# The processor keys the generator's resize reads (data/config.py load_resize_spec).
+RESIZE_KEYS = ("patch_size", "merge_size", "min_pixels", "max_pixels")
+
+
+def check_generator_config(data: Mapping[str, Any], model: Mapping[str, Any] | None = None) -> None:
     """The generator reads conf/data/<name>.yaml from disk (resolved against conf/model/<data.model>.yaml),
-    so an override of any key but COMMAND_LINE_KEYS would silently not reach it: refuse it, naming the keys."""
+    so an override of any key but COMMAND_LINE_KEYS would silently not reach it: refuse it, naming the keys.
+    With `model` (the composed `model:` section), an override of that model's processor resize is refused
+    too: the generator reads it from conf/model/<data.model>.yaml, so its coordinates would refer to
+    another resize than the model's."""
     name = data.get("name")
     on_disk = OmegaConf.to_container(load_data_group(str(name), str(data.get("model"))))
     differing = sorted(key for key in set(on_disk) | set(data)
@@ -57,6 +64,16 @@ def check_generator_config(data: Mapping[str, Any]) -> None:
         raise ConfigError(f"data: override(s) of {['data.' + k for k in differing]} cannot reach the generator "
                           f"(it reads conf/data/{name}.yaml; only data.{'/'.join(COMMAND_LINE_KEYS)} are passed "
                           f"on its command line): edit the file or add a new conf/data/<name>.yaml")
+    if model is None or model.get("name") != data.get("model"):
+        return
+    disk_processor = load_group("model", str(data["model"])).get("processor") or {}
+    processor = model.get("processor") or {}
+    differing = [key for key in RESIZE_KEYS if processor.get(key) != disk_processor.get(key)]
+    if differing:
+        raise ConfigError(f"model: override(s) of {['model.processor.' + k for k in differing]} cannot reach the "
+                          f"data generator (it reads the resize from conf/model/{data['model']}.yaml, so the "
+                          f"data's coordinates would not match the model's images): add a new "
+                          f"conf/model/<name>.yaml instead")
 
 
 def data_key(data: Mapping[str, Any], code_version: str) -> str:

@@ -68,3 +68,14 @@ def test_overrides_that_cannot_reach_the_generator_are_refused():
     data = _resolved(["model=tiny", "data.model=mimovl_7b"])["data"]
     check_generator_config(data)
     assert data["model"] == "mimovl_7b"
+
+
+def test_a_processor_override_that_cannot_reach_the_generator_is_refused():
+    root = _resolved(["model.processor.max_pixels=100352"])
+    check_generator_config(root["data"])  # the data section alone does not show it
+    with pytest.raises(ConfigError, match=r"model\.processor\.max_pixels.*conf/model/tiny\.yaml"):
+        check_generator_config(root["data"], root["model"])
+    root = _resolved(["model=mimovl_7b", "model.processor.image_mean=[0.5,0.5,0.5]"])
+    check_generator_config(root["data"], root["model"])  # normalisation does not move coordinates
+    root = _resolved(["model=mimovl_7b"])
+    check_generator_config(root["data"], root["model"])
