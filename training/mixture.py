@@ -7,8 +7,9 @@ is a pure function of (seed, purpose, rank, k) (a counter-based hash, no RNG sta
 therefore a few counters plus the ids of the samples the packer holds: `load_state_dict` re-encodes those
 and continues exactly where the stream stopped, without replaying the rows already consumed.
 
-A sample that cannot be used (missing or corrupt image, placeholder mismatch, longer than seq_len) is
-skipped, counted and logged; it never stops the run.
+A sample that cannot be used (missing, corrupt or unreadable image, placeholder mismatch, longer than
+seq_len) is skipped, counted and logged; it never stops the run. Only a split in which nothing drawn is
+usable any more is an error (instead of a stream that loops for ever).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from training.config import StepConfig, data_storage
 log = logging.getLogger("mimovl.data")
 
 STATE_FORMAT = 1
-IMAGE = "image"              # missing or corrupt image (the reader logs which)
+IMAGE = "image"              # missing, corrupt or unreadable image (the reader logs which)
 PLACEHOLDER = "placeholder"  # image references and images disagree
 TOO_LONG = "too_long"        # longer than seq_len (the packer counts and logs it)
 

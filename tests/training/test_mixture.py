@@ -234,7 +234,7 @@ def test_eval_split_and_purpose_give_independent_reproducible_streams(make_step,
     ids = [i for row in row_ids(probe.next_rows(2)) for i in row]
     assert ids and all(i.startswith("eval-") for i in ids)
     _, eval_pools = read_pools(str(dataset), "eval", sorted(cfg.stage.mixture), every_task=False)
-    assert set(probe.identity["mixture"]) == set(eval_pools) < set(cfg.stage.mixture)  # eval lacks some sources
+    assert set(probe.identity["mixture"]) == set(eval_pools) <= set(cfg.stage.mixture)
     assert row_ids(stream_of(cfg, split="eval", purpose="probe").next_rows(2)) == row_ids(
         stream_of(cfg, split="eval", purpose="probe").next_rows(2))
     other = [i for row in row_ids(stream_of(cfg, split="eval", purpose="probe-b").next_rows(2)) for i in row]
@@ -243,8 +243,16 @@ def test_eval_split_and_purpose_give_independent_reproducible_streams(make_step,
     assert train and all(i.startswith("pretrain-") for i in train)
 
 
-def test_a_split_with_none_of_the_sources_is_an_error_naming_it(make_step, stream_of):
-    cfg = step_config(make_step, STAGE1, "no-caption")   # the eval split holds no caption sample
+def test_a_split_with_none_of_the_sources_is_an_error_naming_it(make_step, stream_of, dataset, tmp_path):
+    root = tmp_path / "no-caption-held-out"
+    shutil.copytree(dataset / "pretrain", root / "pretrain")
+    (root / "eval").mkdir()
+    held_out = [line for line in (dataset / "eval" / "shard-00000.jsonl").read_text().splitlines()
+                if json.loads(line)["task"] == "text"]
+    assert held_out   # the split has samples, only none of the mixture's source
+    (root / "eval" / "shard-00000.jsonl").write_text("\n".join(held_out) + "\n")
+    cfg = step_config(make_step, STAGE1, "no-caption", data_uri=str(root))   # stage 1 trains on captions only
+    stream_of(cfg).next_rows(1)
     with pytest.raises(ValueError, match=r"source\(s\) \['caption'\] with no sample in .* \(split eval\)"):
         stream_of(cfg, split="eval")
 
