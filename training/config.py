@@ -46,24 +46,76 @@ class PackingConfig:
     prefetch_batches: int = MISSING   # batches encoded and packed ahead, on a background thread
 
 
+# DeepSpeed keys that come from the typed fields above (one place each), never from `deepspeed:`.
+DERIVED_DEEPSPEED_KEYS = {
+    "train_micro_batch_size_per_gpu": "rows_per_step",
+    "train_batch_size": "rows_per_step x grad_accum x world size",
+    "gradient_accumulation_steps": "grad_accum",
+    "gradient_clipping": "optim.grad_clip",
+    "zero_optimization": "zero_stage",
+    "bf16": "precision",
+    "fp16": "precision",
+    "optimizer": "optim",
+    "scheduler": "schedule",
+}
+
+
 @dataclass
-class StageConfig:
-    name: str = MISSING
-    trainable: list[str] = MISSING
-    mixture: dict[str, float] = MISSING
-    seq_len: int = MISSING
-    rows_per_step: int = MISSING
+class TrainingConfig:
+    """What the training engine (training/engine.py) needs: batch, optimizer, schedule, DeepSpeed, checkpoints.
+
+    A pre-training stage extends it; so can any other job that trains on the engine (e.g. GRPO).
+    """
+
+    rows_per_step: int = MISSING    # micro-batch per rank
     grad_accum: int = MISSING
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     zero_stage: int = MISSING
     precision: str = MISSING
-    packing: PackingConfig = field(default_factory=PackingConfig)
+    deepspeed: dict[str, Any] = MISSING   # DeepSpeed settings that no field above gives (steps_per_print, ...)
     checkpoint_every: int = MISSING
+    checkpoint_keep: int = MISSING        # DeepSpeed checkpoints kept in the work folder (the last K)
     log_every: int = MISSING
-    probe_batches: int = MISSING   # fixed batches whose loss is measured before and after the stage
     seed: int = MISSING
+
+    def check(self, where: str) -> None:
+        def fail(key: str, why: str) -> None:
+            raise ConfigError(f"{where}: {key}: {why}")
+
+        if not self.optim.lr > 0:
+            fail("optim.lr", f"must be > 0, got {self.optim.lr}")
+        if self.optim.name != "adamw":
+            fail("optim.name", f"only 'adamw' is supported, got {self.optim.name!r}")
+        if len(self.optim.betas) != 2 or not all(0 <= b < 1 for b in self.optim.betas):
+            fail("optim.betas", f"two numbers in [0, 1), got {list(self.optim.betas)}")
+        if self.optim.weight_decay < 0 or self.optim.grad_clip <= 0 or self.optim.eps <= 0:
+            fail("optim", "weight_decay must be >= 0, grad_clip and eps > 0")
+        if self.schedule.kind not in SCHEDULES:
+            fail("schedule.kind", f"one of {list(SCHEDULES)}, got {self.schedule.kind!r}")
+        if self.schedule.warmup_steps < 0 or not 0 <= self.schedule.min_lr_ratio <= 1:
+            fail("schedule", "warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+        for key in ("rows_per_step", "grad_accum", "checkpoint_every", "checkpoint_keep", "log_every"):
+            if getattr(self, key) <= 0:
+                fail(key, f"must be > 0, got {getattr(self, key)}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            fail("zero_stage", f"0, 1, 2 or 3, got {self.zero_stage}")
+        if self.precision not in PRECISIONS:
+            fail("precision", f"one of {list(PRECISIONS)}, got {self.precision!r}")
+        for key in sorted(set(self.deepspeed) & set(DERIVED_DEEPSPEED_KEYS)):
+            fail(f"deepspeed.{key}", f"comes from {DERIVED_DEEPSPEED_KEYS[key]}; set that instead")
+
+
+@dataclass
+class StageConfig(TrainingConfig):
+    name: str = MISSING
+    trainable: list[str] = MISSING
+    mixture: dict[str, float] = MISSING
+    seq_len: int = MISSING
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    packing: PackingConfig = field(default_factory=PackingConfig)
+    probe_batches: int = MISSING   # fixed batches whose loss is measured before and after the stage
+    probe_split: str = MISSING     # the data split they come from (held out: "eval")
 
     def check(self, where: str) -> None:
         def fail(key: str, why: str) -> None:
@@ -79,31 +131,15 @@ class StageConfig:
         for source, weight in self.mixture.items():
             if not weight > 0:
                 fail(f"mixture.{source}", f"weight must be > 0, got {weight}")
-        if not self.optim.lr > 0:
-            fail("optim.lr", f"must be > 0, got {self.optim.lr}")
-        if self.optim.name != "adamw":
-            fail("optim.name", f"only 'adamw' is supported, got {self.optim.name!r}")
-        if len(self.optim.betas) != 2 or not all(0 <= b < 1 for b in self.optim.betas):
-            fail("optim.betas", f"two numbers in [0, 1), got {list(self.optim.betas)}")
-        if self.optim.weight_decay < 0 or self.optim.grad_clip <= 0 or self.optim.eps <= 0:
-            fail("optim", "weight_decay must be >= 0, grad_clip and eps > 0")
-        if self.schedule.kind not in SCHEDULES:
-            fail("schedule.kind", f"one of {list(SCHEDULES)}, got {self.schedule.kind!r}")
-        if self.schedule.warmup_steps < 0 or not 0 <= self.schedule.min_lr_ratio <= 1:
-            fail("schedule", "warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+        super().check(where)
         if (self.budget.steps is None) == (self.budget.tokens is None):
             fail("budget", "set exactly one of budget.steps and budget.tokens")
         for key in ("steps", "tokens"):
             value = getattr(self.budget, key)
             if value is not None and value <= 0:
                 fail(f"budget.{key}", f"must be > 0, got {value}")
-        for key in ("seq_len", "rows_per_step", "grad_accum", "checkpoint_every", "log_every"):
-            if getattr(self, key) <= 0:
-                fail(key, f"must be > 0, got {getattr(self, key)}")
-        if self.zero_stage not in (0, 1, 2, 3):
-            fail("zero_stage", f"0, 1, 2 or 3, got {self.zero_stage}")
-        if self.precision not in PRECISIONS:
-            fail("precision", f"one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.seq_len <= 0:
+            fail("seq_len", f"must be > 0, got {self.seq_len}")
         if not 0 <= self.packing.min_fill <= 1 or self.packing.buffer_size <= 0 or self.packing.prefetch_batches <= 0:
             fail("packing", "min_fill in [0, 1], buffer_size > 0 and prefetch_batches > 0")
         if self.probe_batches < 0:

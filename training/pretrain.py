@@ -3,15 +3,19 @@
     deepspeed [launcher args] --module training.pretrain --config step.yaml --result result.json
 
 In: one resolved step config (training.config.StepConfig). Out: an HF-format checkpoint published to
-`output_uri` with its manifest, and result.json. `fit()` resumes from the step's own DeepSpeed checkpoints
-in `work_dir` when there are any (model, optimizer, scheduler, data position, RNG), else starts from the
-input checkpoint (the previous stage's), else builds the model from config (stage 1).
+`output_uri` with its manifest, and result.json (with `resumed` and each rank's own counts). The job is
+the stage's data stream, probe and export around the shared training engine (training/engine.py):
+`fit()` measures the probe loss on fixed batches of `stage.probe_split` with the start weights, then
+resumes from the step's own checkpoints in `work_dir` when there are any (model, optimizer, scheduler,
+data stream position, every rank's RNG), else trains from the input checkpoint (the previous stage's),
+else from a model built from config (stage 1).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -19,18 +23,13 @@ import time
 
 PROCESS_STARTED = time.time()  # the job's wall time (result.json) counts from here: imports included
 
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
 
 from conf import validated
 from training.config import StepConfig, check_inputs
 from training.distributed import ensure_single_process_env, rank, world_size
 
 log = logging.getLogger("mimovl.pretrain")
-
-CKPT_TAG_PREFIX = "step"
 
 
 def load_step_config(path: str | Path) -> StepConfig:
@@ -40,19 +39,6 @@ def load_step_config(path: str | Path) -> StepConfig:
     if not path.exists():
         raise FileNotFoundError(f"step config {path} does not exist")
     return validated(StepConfig, OmegaConf.load(path), where=str(path))
-
-
-def deepspeed_config(cfg: StepConfig, bf16: bool) -> dict:
-    stage = cfg.stage
-    return {
-        "train_micro_batch_size_per_gpu": stage.rows_per_step,
-        "gradient_accumulation_steps": stage.grad_accum,
-        "gradient_clipping": stage.optim.grad_clip,
-        "zero_optimization": {"stage": stage.zero_stage},
-        "bf16": {"enabled": bf16},
-        "steps_per_print": 1 << 30,
-        "zero_allow_untested_optimizer": True,
-    }
 
 
 def load_start_model(cfg: StepConfig):
@@ -72,195 +58,134 @@ def load_start_model(cfg: StepConfig):
     return model, tokenizer, build_image_processor(cfg.model.processor)
 
 
-def latest_tag(ckpt_dir: Path) -> str | None:
-    latest = ckpt_dir / "latest"
-    return latest.read_text().strip() if latest.exists() else None
+def gather_ranks(own: dict) -> list[dict]:
+    """Every rank's `own` on every rank, in rank order."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [own]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, own)
+    return out
 
 
-@dataclass
-class StepStats:
-    step: int
-    loss: float
-    tokens: int
-    samples: int
+class PretrainJob:
+    """One stage: its data stream and probe on the training engine, then the export."""
 
-
-class MetricsCallback:
-    """Every `log_every` steps (rank 0): a progress line for the log and step metrics into the MLflow run."""
-
-    def __init__(self, trainer: PretrainTrainer):
-        self.trainer = trainer
-        cfg = trainer.cfg
-        self.client = None
-        if rank() == 0 and cfg.tracking.run_id:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
-        self._reset()
-
-    def _reset(self) -> None:
-        self.tokens, self.samples, self.start = 0, 0, time.time()
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        if self.client is None:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.trainer.cfg.tracking.run_id,
-                              metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-    def on_step(self, stats: StepStats) -> None:
-        t = self.trainer
-        self.tokens += stats.tokens
-        self.samples += stats.samples
-        every = t.cfg.stage.log_every
-        if stats.step % every and stats.step != t.total_steps:
-            return
-        elapsed = max(time.time() - self.start, 1e-9)
-        tokens_per_s = self.tokens / elapsed
-        metrics = {
-            "loss": stats.loss,
-            "lr": t.scheduler.get_last_lr()[0],
-            "grad_norm": float(t.engine.get_global_grad_norm() or 0.0),
-            "tokens_per_s": tokens_per_s,
-            "samples_per_s": self.samples / elapsed,
-        }
-        if t.on_gpu and t.cfg.peak_tflops_per_device:
-            metrics["mfu"] = 6 * t.n_params * tokens_per_s / (t.cfg.peak_tflops_per_device * 1e12 * world_size())
-        if rank() == 0:
-            eta = (t.total_steps - stats.step) * elapsed / every
-            print(f"[{t.cfg.step}] step {stats.step}/{t.total_steps} loss {stats.loss:.4f} lr {metrics['lr']:.3g} "
-                  f"grad_norm {metrics['grad_norm']:.3g} tokens/s {tokens_per_s:.0f} ETA {eta:.0f}s", flush=True)
-            self.log(stats.step, metrics)
-        self._reset()
-
-
-class CheckpointCallback:
-    """Every `checkpoint_every` steps: a DeepSpeed checkpoint of everything a resume needs."""
-
-    def __init__(self, trainer: PretrainTrainer):
-        self.trainer = trainer
-
-    def on_step(self, stats: StepStats) -> None:
-        t = self.trainer
-        if stats.step % t.cfg.stage.checkpoint_every or stats.step == t.total_steps:
-            return
-        t.engine.save_checkpoint(str(t.ckpt_dir), tag=f"{CKPT_TAG_PREFIX}{stats.step}", client_state={
-            "step": stats.step, "rows_consumed": t.rows_consumed, "tokens_seen": t.tokens_seen,
-            "torch_rng": torch.get_rng_state()})
-        if rank() == 0:
-            print(f"[{t.cfg.step}] checkpoint at step {stats.step}: {t.ckpt_dir / f'{CKPT_TAG_PREFIX}{stats.step}'}",
-                  flush=True)
-
-
-class PretrainTrainer:
     def __init__(self, cfg: StepConfig):
-        import deepspeed
-
         from model.parts import set_trainable
-        from training.schedule import lr_factor
+        from training.engine import CheckpointCallback, MetricsCallback, TrainingEngine, seed_everything
 
         self.cfg = cfg
         self.started = time.time()
-        torch.manual_seed(cfg.stage.seed)
-        self.on_gpu = torch.cuda.is_available()
-        self.bf16 = cfg.stage.precision == "bf16" or (cfg.stage.precision == "auto" and self.on_gpu)
+        seed_everything(cfg.stage.seed)   # before the model is built: every rank builds the same one
         self.model, self.tokenizer, self.image_processor = load_start_model(cfg)
         self.part_counts = set_trainable(self.model, cfg.stage.trainable)
-        self.n_params = sum(p.numel() for p in self.model.parameters())
-        self.total_steps = cfg.stage.total_steps(world_size())
-        optim = cfg.stage.optim
-        optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=optim.lr,
-                                      betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, self.total_steps, cfg.stage.schedule))
-        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, self.bf16))
-        self.ckpt_dir = Path(cfg.work_dir) / "deepspeed"
-        self.step, self.rows_consumed, self.tokens_seen = 0, 0, 0
-        self.callbacks = [MetricsCallback(self), CheckpointCallback(self)]
+        self.engine = TrainingEngine(self.model, cfg.stage, total_steps=cfg.stage.total_steps(world_size()),
+                                     ckpt_dir=Path(cfg.work_dir) / "deepspeed", name=cfg.step)
+        self.metrics = MetricsCallback(tracking_uri=cfg.tracking.tracking_uri, run_id=cfg.tracking.run_id,
+                                       peak_tflops_per_device=cfg.peak_tflops_per_device)
+        self.engine.callbacks = [self, self.metrics, CheckpointCallback(self.checkpoint_state)]
+        self.tokens_seen = 0                        # all ranks
+        self.rank = {"rows_consumed": 0, "tokens": 0, "label_tokens": 0}   # this rank's own counts
+        self.last_step = {"loss_sum": math.nan, "label_tokens": 0}        # this rank's share of the last step
+        self.stream_state: dict | None = None       # of the last batch a step consumed
 
-    def resume(self) -> None:
-        tag = latest_tag(self.ckpt_dir)
-        if not tag:
-            return
-        _, state = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag, load_module_strict=False)
-        self.step, self.rows_consumed, self.tokens_seen = state["step"], state["rows_consumed"], state["tokens_seen"]
-        torch.set_rng_state(state["torch_rng"])
-        if rank() == 0:
-            print(f"[{self.cfg.step}] resumed from {self.ckpt_dir / tag} at step {self.step}/{self.total_steps}",
-                  flush=True)
+    def on_step(self, engine, stats) -> None:
+        """Runs first after each step (before the checkpoint callback), so a checkpoint counts this step."""
+        self.tokens_seen += stats.tokens
+        self.rank["label_tokens"] += stats.rank_label_tokens
+        self.last_step = {"loss_sum": stats.rank_loss_sum, "label_tokens": stats.rank_label_tokens}
+
+    def checkpoint_state(self) -> tuple[dict, dict]:
+        return {"tokens_seen": self.tokens_seen}, {**self.rank, "stream": self.stream_state}
 
     def _batch(self, rows) -> dict:
         from data.collator import collate_packed
 
-        batch = collate_packed(rows, self.cfg.stage.seq_len, self.tokenizer.pad_token_id)
-        batch = {k: (v.to(self.engine.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        if self.bf16 and "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
-        return batch
+        return self.engine.to_device(collate_packed(rows, self.cfg.stage.seq_len, self.tokenizer.pad_token_id))
 
-    def probe_loss(self, batches: list[dict]) -> float:
-        """Mean loss on fixed rows (the same before and after training): did this stage learn?"""
-        self.engine.eval()
-        with torch.no_grad():
-            losses = [self.engine(**batch).loss.item() for batch in batches]
-        self.engine.train()
-        return sum(losses) / len(losses)
+    def probe_batches(self) -> list[dict]:
+        """Fixed batches of the held-out split (the same for every run of this step): did this stage learn?"""
+        from training.losses import batch_label_tokens
+        from training.mixture import build_row_stream
 
-    def train_step(self, next_rows) -> StepStats:
-        """One optimizer step over `grad_accum` micro-batches of packed rows, then the callbacks."""
-        tokens = samples = 0
+        cfg, stage = self.cfg, self.cfg.stage
+        if not stage.probe_batches:
+            return []
+        split = stage.probe_split
+        stream = build_row_stream(cfg, self.tokenizer, self.image_processor, rank=rank(), world_size=world_size(),
+                                  split=split, purpose="probe")
+        missing = sorted(set(stage.mixture) - set(stream.pools))
+        if missing:
+            raise ValueError(f"stage.probe_split: split {split!r} of {cfg.data.uri} has no sample of the mixture's "
+                             f"source(s) {missing}, so its probe would not measure them; it has {sorted(stream.pools)}")
+        batches = [self._batch(stream.next_rows(stage.rows_per_step)) for _ in range(stage.probe_batches)]
+        if not sum(batch_label_tokens(b) for b in batches):
+            raise ValueError(f"stage.probe_split: the rows of split {split!r} of {cfg.data.uri} carry no label token "
+                             "(its samples are prompts without an assistant answer): no loss to probe")
+        return batches
+
+    def resume(self, stream) -> bool:
+        restored = self.engine.resume()
+        if restored is None:
+            return False
+        shared, own = restored
+        self.tokens_seen = shared["tokens_seen"]
+        self.rank = {key: own[key] for key in self.rank}
+        self.stream_state = own["stream"]
+        stream.load_state_dict(self.stream_state)
+        return True
+
+    def train_step(self, next_rows):
+        """One optimizer step over `grad_accum` micro-batches of packed rows, each with the stream state after it."""
+        batches, tokens, samples = [], 0, 0
         for _ in range(self.cfg.stage.grad_accum):
-            rows = next_rows()
-            self.rows_consumed += len(rows)
-            loss = self.engine(**self._batch(rows)).loss
-            self.engine.backward(loss)
-            self.engine.step()
-            tokens += sum(len(s) for row in rows for s in row) * world_size()
-            samples += sum(len(row) for row in rows) * world_size()
-        self.step += 1
-        self.tokens_seen += tokens
-        stats = StepStats(self.step, loss.item(), tokens, samples)
-        for callback in self.callbacks:
-            callback.on_step(stats)
-        return stats
+            rows, self.stream_state = next_rows()
+            batches.append(self._batch(rows))
+            tokens += sum(len(s) for row in rows for s in row)
+            samples += sum(len(row) for row in rows)
+            self.rank["rows_consumed"] += len(rows)
+        self.rank["tokens"] += tokens
+        return self.engine.train_step(batches, tokens=tokens, samples=samples)
 
     def fit(self) -> dict:
+        from training.engine import StepStats
         from training.mixture import build_row_stream
         from training.prefetch import Prefetcher
 
-        cfg, stage = self.cfg, self.cfg.stage
-        self.resume()
-        probe_stream = build_row_stream(cfg, self.tokenizer, self.image_processor, rank=rank(),
-                                        world_size=world_size(), purpose="probe")
-        probe = [self._batch(probe_stream.next_rows(stage.rows_per_step)) for _ in range(stage.probe_batches)]
-        probe_start = self.probe_loss(probe) if probe else float("nan")
+        cfg, stage, engine = self.cfg, self.cfg.stage, self.engine
+        probe = self.probe_batches()
+        probe_start = engine.mean_loss(probe) if probe else float("nan")   # start weights: before any resume
         stream = build_row_stream(cfg, self.tokenizer, self.image_processor, rank=rank(), world_size=world_size())
-        stream.skip(self.rows_consumed)
-        prefetch = Prefetcher(lambda: stream.next_rows(stage.rows_per_step), stage.packing.prefetch_batches)
-        stats = StepStats(self.step, float("nan"), 0, 0)
+        resumed = self.resume(stream)
+        prefetch = Prefetcher(lambda: (stream.next_rows(stage.rows_per_step), stream.state_dict()),
+                              stage.packing.prefetch_batches)
+        stats = StepStats(engine.step, float("nan"), 0, 0, 0, math.nan, 0)
         try:
-            self.engine.train()
-            while self.step < self.total_steps:
+            engine.engine.train()
+            while engine.step < engine.total_steps:
                 stats = self.train_step(prefetch.next)
         finally:
             prefetch.close()
-        probe_end = self.probe_loss(probe) if probe else float("nan")
+        probe_end = engine.mean_loss(probe) if probe else float("nan")
+        ranks = gather_ranks({"rank": rank(), **self.rank, "skipped_samples": stream.skipped,
+                              "last_step_loss_sum": self.last_step["loss_sum"],
+                              "last_step_label_tokens": self.last_step["label_tokens"]})
         result = self.export()
-        result.update(tokens_seen=self.tokens_seen, wall_time_s=time.time() - self.started, metrics={
-            "final_loss": stats.loss, "probe_loss_start": probe_start, "probe_loss_end": probe_end,
-            "steps": self.step, "skipped_samples": stream.skipped,
-            **{f"params_trainable_{p}": c["trainable"] for p, c in self.part_counts.items()}})
-        self.callbacks[0].log(self.step, {"probe_loss_start": probe_start, "probe_loss_end": probe_end})
+        result.update(resumed=resumed, tokens_seen=self.tokens_seen, wall_time_s=time.time() - self.started,
+                      ranks=ranks, metrics={
+                          "final_loss": stats.loss, "probe_loss_start": probe_start, "probe_loss_end": probe_end,
+                          "steps": engine.step, "skipped_samples": sum(r["skipped_samples"] for r in ranks),
+                          **{f"params_trainable_{p}": c["trainable"] for p, c in self.part_counts.items()}})
+        self.metrics.log(engine.step, {"probe_loss_start": probe_start, "probe_loss_end": probe_end})
         return result
 
     def export(self) -> dict:
         """Consolidate the weights, write the HF checkpoint and publish it (rank 0)."""
         from model.checkpoint import save_hf_checkpoint
 
-        state_dict = self.engine._zero3_consolidated_16bit_state_dict() if self.cfg.stage.zero_stage == 3 else None
+        state_dict = self.engine.consolidated_state_dict()
         if rank() != 0:
             return {"status": "ok", "output_uri": self.cfg.output_uri, "output_digest": None}
         from storage.store import open_store
@@ -269,8 +194,7 @@ class PretrainTrainer:
         shutil.rmtree(folder, ignore_errors=True)
         save_hf_checkpoint(self.model, self.tokenizer, self.image_processor, folder, state_dict=state_dict)
         manifest = open_store(self.cfg.storage).publish(folder, self.cfg.output_uri, run_id=self.cfg.tracking.run_id,
-                                                        step_key=self.cfg.step_key, meta={"step": self.cfg.step},
-                                                        overwrite=True)
+                                                        step_key=self.cfg.step_key, meta={"step": self.cfg.step})
         return {"status": "ok", "output_uri": self.cfg.output_uri, "output_digest": manifest.digest}
 
 
@@ -285,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_single_process_env()
     cfg = load_step_config(args.config)
     check_inputs(cfg)
-    result = PretrainTrainer(cfg).fit()
+    result = PretrainJob(cfg).fit()
     result["wall_time_s"] = time.time() - PROCESS_STARTED  # the job's, not only its training's
     if rank() == 0:
         tmp = Path(args.result).with_suffix(".tmp")

@@ -13,6 +13,7 @@ import torch
 from conf import ConfigError
 from model.checkpoint import load_hf_checkpoint
 from model.parts import part_of
+from storage.net import free_port
 from tasks.launcher import JobFailed, run_job
 from training.config import check_inputs
 from training.pretrain import load_step_config
@@ -39,12 +40,23 @@ def _run(launcher, config, tmp_path, name):
 def test_two_deepspeed_processes_zero2_lower_the_loss(make_step, launcher, tmp_path):
     config = make_step("stage3_multimodal", "ddp", overrides=[
         "stages.stage3_multimodal.optim.lr=1e-3", "stages.stage3_multimodal.budget.steps=8",
-        "stages.stage3_multimodal.zero_stage=2", "stages.stage3_multimodal.seq_len=512"])
+        "stages.stage3_multimodal.zero_stage=2", "stages.stage3_multimodal.seq_len=512",
+        "stages.stage3_multimodal.grad_accum=2"])
     result = _run(launcher(runner="deepspeed", nproc_per_node=2), config, tmp_path, "ddp")
-    assert result.status == "ok" and result.metrics["steps"] == 8
-    # Both ranks consumed rows: 8 steps x 2 ranks x 1 row of up to 512 tokens.
-    assert result.tokens_seen > 8 * 512
+    assert result.status == "ok" and result.metrics["steps"] == 8 and result.resumed is False
+    # Each rank reports its own counts: 8 steps x 2 micro-batches x 1 row, rows of up to 512 tokens.
+    ranks = result.raw["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    for r in ranks:
+        assert r["rows_consumed"] == 8 * 2 and 0 < r["label_tokens"] <= r["tokens"] <= 16 * 512, r
+    assert sum(r["tokens"] for r in ranks) == result.tokens_seen
     assert result.metrics["probe_loss_end"] < result.metrics["probe_loss_start"] - 0.5
+    # The logged loss is the token mean of the last step over both ranks' micro-batches, not rank 0's own.
+    global_mean = sum(r["last_step_loss_sum"] for r in ranks) / sum(r["last_step_label_tokens"] for r in ranks)
+    rank0_mean = ranks[0]["last_step_loss_sum"] / ranks[0]["last_step_label_tokens"]
+    assert result.metrics["final_loss"] == pytest.approx(global_mean, rel=1e-9)
+    assert abs(rank0_mean - global_mean) > 1e-4
+    assert f"[ddp] step 8/8 loss {global_mean:.4f} " in (tmp_path / "ddp.log").read_text()
 
 
 @pytest.mark.slow
@@ -90,7 +102,7 @@ def test_killed_job_resumes_to_the_same_state(make_step, launcher, tmp_path):
     work = tmp_path / "work" / "killed"
     config = make_step("stage3_multimodal", "killed", overrides=overrides, work=work)
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": "29731"}
+           "MASTER_PORT": str(free_port())}
     proc = subprocess.Popen([sys.executable, "-m", "training.pretrain", "--config", str(config), "--result",
                              str(tmp_path / "killed-1.json")], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -103,8 +115,15 @@ def test_killed_job_resumes_to_the_same_state(make_step, launcher, tmp_path):
 
     resumed = _run(launcher(), config, tmp_path, "killed")
     assert "resumed from" in (tmp_path / "killed.log").read_text()
+    assert resumed.resumed is True and straight.resumed is False
     assert resumed.metrics["steps"] == straight.metrics["steps"] == 6
     assert resumed.tokens_seen == straight.tokens_seen
+    assert resumed.raw["ranks"] == straight.raw["ranks"]   # the data stream continued where it stopped
+    # The probe runs on the start weights before the resume: the same start loss as the uninterrupted run.
+    assert resumed.metrics["probe_loss_start"] == straight.metrics["probe_loss_start"]
+    assert resumed.metrics["final_loss"] == pytest.approx(straight.metrics["final_loss"], abs=1e-6)
+    assert resumed.output_digest == straight.output_digest
+    assert sorted(p.name for p in (work / "deepspeed").glob("step*")) == ["step2", "step4"]   # checkpoint_keep 2
     a, b = _weights(straight.output_uri), _weights(resumed.output_uri)
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
@@ -135,3 +154,10 @@ def test_unknown_mixture_source_fails_naming_it(make_step, launcher, tmp_path):
                        overrides=["+stages.stage1_projector_warmup.mixture.video=1.0"])
     with pytest.raises(JobFailed, match=r"mixture names source\(s\) \['video'\]"):
         _run(launcher(), config, tmp_path, "nosource")
+
+
+def test_a_probe_split_without_every_source_fails_naming_them(make_step, launcher, tmp_path):
+    # The synthetic eval split holds prompts of the verifiable tasks only: no caption, no interleaved.
+    config = make_step("stage3_multimodal", "noprobe", overrides=["stages.stage3_multimodal.probe_split=eval"])
+    with pytest.raises(JobFailed, match=r"stage.probe_split: split 'eval' .* source\(s\) \['caption', 'interleaved'\]"):
+        _run(launcher(), config, tmp_path, "noprobe")
