@@ -2,16 +2,18 @@
 
 Its `digest` (sha256 over the sorted "path<TAB>sha256" lines) identifies the data: equal files give an
 equal digest whatever produced them, and it enters the cache key of every step that reads the data.
-The manifest is written last: a folder without one is not a finished data set.
+The manifest is written last, and durably: every file it lists is fsynced (with its folders) before the
+manifest itself is written atomically (temp file + fsync + rename), so a folder without one is not a
+finished data set and a folder with one holds every file it lists, also after a crash.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from storage.durable import fsync_tree, write_atomically
 from storage.files import Storage, join, local_path
 from storage.store import sha256_file
 
@@ -43,10 +45,14 @@ def build_manifest(files: dict[str, str], splits: dict[str, Any], generator: dic
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
-    path = Path(root) / MANIFEST_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """fsync the files the manifest lists (a missing one is an error), then write it atomically."""
+    root = Path(root)
+    absent = [rel for rel in manifest["files"] if not (root / rel).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{root}: the manifest lists {len(absent)} file(s) that are not there: {absent[:5]}")
+    fsync_tree(root, list(manifest["files"]))
+    path = root / MANIFEST_NAME
+    write_atomically(path, (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode())
     return path
 
 

@@ -1,27 +1,31 @@
 """Read JSONL shards from a local folder or an s3:// prefix as validated samples with their images.
 
-A sample whose image is missing or cannot be decoded is skipped, counted in `reader.stats` and logged
-at WARNING with its id; it never stops the run. A record that is not valid JSON or breaks the schema
-is treated the same way, or raises SampleError in strict mode.
+A sample whose image is missing or cannot be decoded is skipped at once, counted in `reader.stats` and
+logged at WARNING with its id; it never stops the run. An image read that fails transiently (a connection
+error, a timeout, an S3 5xx: storage.files.TransientReadError) is retried with the storage config's
+`read_retry` attempts and backoff, and only then skipped the same way (as unreadable). A record that is
+not valid JSON or breaks the schema is skipped too, or raises SampleError in strict mode.
 """
 from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from PIL import Image
 
 from data.schema import Sample, SampleError
-from storage.files import MissingObject, Storage, join, resolve
+from storage.files import MissingObject, Storage, TransientReadError, join, resolve
 
 log = logging.getLogger(__name__)
 
 BAD_RECORD = "bad_record"
 MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"
-SKIP_REASONS = (BAD_RECORD, MISSING_IMAGE, CORRUPT_IMAGE)
+UNREADABLE_IMAGE = "unreadable_image"  # still failing transiently after every retry
+SKIP_REASONS = (BAD_RECORD, MISSING_IMAGE, CORRUPT_IMAGE, UNREADABLE_IMAGE)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -29,6 +33,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError
 class ReadStats:
     shards: int = 0
     samples: int = 0  # samples yielded
+    retries: int = 0  # image reads repeated after a transient failure
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
 
     @property
@@ -36,7 +41,8 @@ class ReadStats:
         return sum(self.skipped.values())
 
     def as_dict(self) -> dict[str, int]:
-        return {"shards": self.shards, "samples": self.samples, **{f"skipped_{k}": v for k, v in self.skipped.items()}}
+        return {"shards": self.shards, "samples": self.samples, "retries": self.retries,
+                **{f"skipped_{k}": v for k, v in self.skipped.items()}}
 
 
 @dataclass(frozen=True)
@@ -50,15 +56,16 @@ class SampleReader:
     """Iterates the samples of every *.jsonl file under `uri` (or `uri`/`split`), in sorted file order.
 
     uri: a local folder, file:// URI or s3://bucket/prefix. Image references resolve against the
-    folder of their shard. Each iteration reads the shards again and adds to `stats`.
+    folder of their shard. Each iteration reads the shards again and adds to `stats`. storage: how files
+    are read (its S3 client and read_retry); None: local files with the shipped conf/storage/local.yaml.
     """
 
     def __init__(self, uri: str, *, split: str | None = None, strict: bool = False, load_images: bool = True,
-                 endpoint_url: str | None = None, storage: Storage | None = None):
+                 storage: Storage | None = None):
         self.root = join(str(uri), split) if split else str(uri)
         self.strict = strict
         self.load_images = load_images
-        self.storage = storage or Storage(endpoint_url)
+        self.storage = storage or Storage()
         self.stats = ReadStats()
 
     def shard_uris(self) -> list[str]:
@@ -106,9 +113,12 @@ class SampleReader:
         for ref in sample.image_refs():
             uri = resolve(shard, ref)
             try:
-                data = self.storage.read_bytes(uri)
+                data = self._read_retrying(uri, where)
             except MissingObject:
                 return self._skip(MISSING_IMAGE, sample, where, f"missing image {uri}")
+            except TransientReadError as exc:
+                attempts = self.storage.read_retry.attempts
+                return self._skip(UNREADABLE_IMAGE, sample, where, f"unreadable image after {attempts} reads ({exc})")
             try:
                 with Image.open(io.BytesIO(data)) as image:
                     image.load()
@@ -116,6 +126,23 @@ class SampleReader:
             except _DECODE_ERRORS as exc:
                 return self._skip(CORRUPT_IMAGE, sample, where, f"corrupt image {uri} ({exc})")
         return images
+
+    def _read_retrying(self, uri: str, where: str) -> bytes:
+        """The file's bytes; a transient failure is retried with exponential backoff, the last one re-raised."""
+        policy = self.storage.read_retry
+        attempt = 1
+        while True:
+            try:
+                return self.storage.read_bytes(uri)
+            except TransientReadError as exc:
+                if attempt >= policy.attempts:
+                    raise
+                delay = min(policy.backoff_s * 2 ** (attempt - 1), policy.max_backoff_s)
+                attempt += 1
+                self.stats.retries += 1
+                log.warning("reading %s (%s) failed (%s); read %d of %d in %.1f s",
+                            uri, where, exc, attempt, policy.attempts, delay)
+                time.sleep(delay)
 
     def _skip(self, reason: str, sample: Sample, where: str, detail: str) -> None:
         self.stats.skipped[reason] += 1

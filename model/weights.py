@@ -8,7 +8,6 @@ folder and the tensors.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from model.config import ModelConfig, require_weights
 from model.parts import PROJECTOR_PREFIX, part_of
+from storage.uri import resolve_local
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +29,17 @@ class WeightsError(ValueError):
 
 
 def local_weights_dir(uri: str, runs_dir: str | Path, storage=None) -> Path:
-    """A local folder holding the weights at `uri`: the folder itself, or an S3 prefix copied under runs/cache
-    with the S3 client settings of `storage` (a conf/storage section)."""
+    """A local folder holding the weights at `uri`: the folder itself, or an S3 prefix copied ONCE per node
+    into runs_dir/cache/weights/<key> with the S3 client of `storage` (a conf/storage section). The key
+    covers the URI and every object's ETag; the ranks of a node serialise on a file lock, the first one
+    downloads and the others reuse its copy."""
     if uri.startswith("s3://"):
         from storage.store import open_store
 
         if storage is None:
             raise WeightsError(f"{uri}: reading weights from S3 needs the storage=s3 config (client settings)")
-        target = Path(runs_dir) / "cache" / "weights" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-        return open_store(storage).download_folder(uri, target)
-    folder = Path(uri.removeprefix("file://"))
+        return open_store(storage).cached_folder(uri, Path(runs_dir) / "cache" / "weights")
+    folder = resolve_local(uri)
     if not folder.is_dir():
         raise WeightsError(f"weights folder {folder} does not exist")
     return folder

@@ -1,7 +1,8 @@
-"""Typed config of the checkpoint store (conf/storage/*.yaml); the YAML holds every value."""
+"""Typed config of the storage layer (conf/storage/*.yaml): the store, the S3 client, data reads; the YAML holds
+every value."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from omegaconf import MISSING
@@ -53,6 +54,47 @@ class S3Config:
 
 
 @dataclass
+class ReadRetryConfig:
+    """How a data file (a sample's image) that fails to load transiently is retried before it is skipped.
+
+    Transient: a connection error, a timeout, an S3 5xx or throttling reply, a local I/O error other than
+    "not found". A missing or corrupt file is skipped at once. On S3 this comes on top of the client's
+    own per-request retries (s3.max_attempts).
+    """
+
+    attempts: int = MISSING  # reads per file, the first included
+    backoff_s: float = MISSING  # wait before the second read, doubled after each further failure
+    max_backoff_s: float = MISSING  # the longest wait between two reads
+
+    def check(self, where: str) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"{where}.attempts: must be >= 1, got {self.attempts}")
+        if self.backoff_s < 0 or self.max_backoff_s < self.backoff_s:
+            raise ConfigError(
+                f"{where}: backoff_s must be >= 0 and max_backoff_s >= backoff_s, "
+                f"got {self.backoff_s} and {self.max_backoff_s}"
+            )
+
+
+@dataclass
+class PublishLockConfig:
+    """s3:// publishes to one URI run one at a time under a lease (S3 has no atomic folder rename)."""
+
+    lease_s: float = MISSING  # a crashed publisher's lock is taken over this long after its last renewal
+    renew_every_s: float = MISSING  # the holder renews its lease this often while it uploads
+    poll_s: float = MISSING  # a second publisher checks this often whether the lock is free
+
+    def check(self, where: str) -> None:
+        for key in ("lease_s", "renew_every_s", "poll_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{where}.{key}: must be > 0, got {getattr(self, key)}")
+        if self.renew_every_s >= self.lease_s:
+            raise ConfigError(
+                f"{where}.renew_every_s: must be below lease_s ({self.lease_s}), got {self.renew_every_s}"
+            )
+
+
+@dataclass
 class StorageConfig:
     """Where checkpoints are published: `root` is a file:// or s3:// URI.
 
@@ -62,6 +104,8 @@ class StorageConfig:
     kind: str = MISSING  # local | s3: the scheme of `root`
     root: str = MISSING  # file://runs/store (relative to the repo root), file:///abs/path or s3://bucket/prefix
     s3: Optional[S3Config] = MISSING
+    read_retry: ReadRetryConfig = field(default_factory=ReadRetryConfig)
+    publish_lock: PublishLockConfig = field(default_factory=PublishLockConfig)
 
     def check(self, where: str) -> None:
         _one_of(f"{where}.kind", self.kind, tuple(STORAGE_KINDS))
@@ -72,6 +116,8 @@ class StorageConfig:
             raise ConfigError(f"{where}.s3: kind 's3' needs the s3 client settings, got null")
         if self.s3 is not None:
             self.s3.check(f"{where}.s3")
+        self.read_retry.check(f"{where}.read_retry")
+        self.publish_lock.check(f"{where}.publish_lock")
 
 
 def _one_of(key: str, value: str, choices: tuple[str, ...]) -> None:

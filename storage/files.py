@@ -1,27 +1,30 @@
 """Read-only access to a data location: a local folder (path or file:// URI) or an s3:// prefix.
 
-S3 goes through boto3 with its standard credential chain; the endpoint URL is optional (an argument,
-else boto3's own AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 environment variables).
+S3 goes through the project's one client (storage.s3.S3Access), built from the `s3` section of the
+storage config; reading an s3:// URI without one is an error naming `storage.s3`. A read that fails for
+a reason that may pass (storage.s3.is_transient; a local I/O error other than "not found") raises
+TransientReadError, which callers retry with `read_retry` (conf/storage/*.yaml); a missing file raises
+MissingObject.
 """
 from __future__ import annotations
 
-import posixpath
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from storage.store import is_s3, resolve_local
+from conf import validated
+from storage.config import ReadRetryConfig, StorageConfig
+from storage.uri import StoreError, is_s3, join, resolve, resolve_local, split_s3
+
+__all__ = ["MissingObject", "Storage", "TransientReadError", "join", "local_path", "resolve", "split_s3"]
 
 
 class MissingObject(FileNotFoundError):
     """The file or S3 object does not exist."""
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
+class TransientReadError(OSError):
+    """A read failed for a reason that may pass (connection, timeout, 5xx, I/O error): worth a retry."""
 
 
 def local_path(uri: str) -> Path:
@@ -29,26 +32,45 @@ def local_path(uri: str) -> Path:
     return resolve_local(uri)
 
 
-class Storage:
-    """Lists and reads files by URI. One boto3 client, made on first S3 use."""
+@lru_cache(maxsize=1)
+def _shipped_local_config() -> StorageConfig:
+    from conf import load_group
 
-    def __init__(self, endpoint_url: str | None = None):
-        self.endpoint_url = endpoint_url
-        self._client: Any = None
+    return validated(StorageConfig, load_group("storage", "local"), "storage (conf/storage/local.yaml)")
+
+
+class Storage:
+    """Lists and reads files by URI. One S3 client (from `config.s3`), made on first S3 use.
+
+    config: a StorageConfig or a conf/storage section; None: the shipped conf/storage/local.yaml
+    (local files only).
+    """
+
+    def __init__(self, config: StorageConfig | Any = None, where: str = "storage"):
+        if config is None:
+            config = _shipped_local_config()
+        self.config = config if isinstance(config, StorageConfig) else validated(StorageConfig, config, where)
+        self._access: Any = None
+
+    @property
+    def read_retry(self) -> ReadRetryConfig:
+        return self.config.read_retry
 
     @property
     def s3(self) -> Any:
-        if self._client is None:
-            import boto3
+        if self._access is None:
+            from storage.s3 import S3Access
 
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
-        return self._client
+            if self.config.s3 is None:
+                raise StoreError("reading s3:// data needs the S3 client settings: storage.s3 is null (use storage=s3)")
+            self._access = S3Access(self.config.s3)
+        return self._access.client
 
     def list(self, root: str, suffix: str) -> list[str]:
         """URIs of the files under `root` (recursively) whose name ends with `suffix`, sorted."""
         if is_s3(root):
             bucket, prefix = split_s3(root)
-            prefix = prefix.rstrip("/") + "/" if prefix else ""
+            prefix = prefix + "/" if prefix else ""
             keys = []
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(suffix)]
@@ -60,35 +82,28 @@ class Storage:
 
     def read_bytes(self, uri: str) -> bytes:
         if is_s3(uri):
-            from botocore.exceptions import ClientError
-
-            bucket, key = split_s3(uri)
-            try:
-                return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                    raise MissingObject(f"no such object: {uri}") from exc
-                raise
+            return self._read_s3(uri)
         try:
             return local_path(uri).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise MissingObject(f"no such file: {uri}") from exc
+        except PermissionError:
+            raise
+        except OSError as exc:  # EIO, ESTALE, ETIMEDOUT on a network file system, ...
+            raise TransientReadError(f"reading {uri} failed: {exc}") from exc
 
     def read_text(self, uri: str) -> str:
         return self.read_bytes(uri).decode("utf-8")
 
+    def _read_s3(self, uri: str) -> bytes:
+        from storage.s3 import NOT_FOUND_CODES, error_code, is_transient
 
-def resolve(base_file: str, ref: str) -> str:
-    """The URI of `ref` (relative to the folder of `base_file`, absolute, file:// or s3://)."""
-    if is_s3(ref) or ref.startswith("file://") or ref.startswith("/"):
-        return ref
-    if is_s3(base_file):
-        bucket, key = split_s3(base_file)
-        return f"s3://{bucket}/{posixpath.normpath(posixpath.join(posixpath.dirname(key), ref))}"
-    return str(local_path(base_file).parent / ref)
-
-
-def join(root: str, name: str) -> str:
-    if is_s3(root):
-        return root.rstrip("/") + "/" + name
-    return str(local_path(root) / name)
+        bucket, key = split_s3(uri)
+        try:
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            if error_code(exc) in NOT_FOUND_CODES:
+                raise MissingObject(f"no such object: {uri}") from exc
+            if is_transient(exc):
+                raise TransientReadError(f"reading {uri} failed: {exc}") from exc
+            raise

@@ -6,24 +6,32 @@ those entries, the MLflow run that produced it and its step key. The manifest is
 folder without one is not a checkpoint: `exists()` is False and `fetch()` refuses it.
 
 Publishing:
-- file://: the files are copied into a hidden sibling folder, the manifest written there, and the
-  folder renamed into place. A folder that is already the destination (a job that exported straight
-  into the store) is published in place by writing its manifest (temp file + os.replace).
-- s3://: every file is uploaded (multipart above the configured threshold), keys under the prefix
-  that the new manifest does not list are deleted, and manifest.json is put last.
+- file://: the files are copied into a unique hidden sibling folder (`.<name>.publish-<pid>-<uuid>`),
+  fsynced, the manifest written there atomically, and the folder renamed into place under an flock of the
+  parent folder. A folder that is already the destination (a job that exported straight into the store)
+  is published in place: its files are fsynced, then its manifest written (temp file + fsync + rename).
+- s3://: under a lease-based publish lock on the URI, every file is uploaded (multipart above the
+  configured threshold), keys under the prefix that the new manifest does not list are deleted, and
+  manifest.json is put last (If-None-Match: *).
 - Publishing to a URI that already holds a checkpoint with the same digest does nothing and returns
   the stored manifest: steps publish per step key, so a rerun is idempotent. A different digest raises
-  `CheckpointExistsError` unless `overwrite=True`; an overwrite first removes the old manifest, so
-  during it (and after it is interrupted) no checkpoint is visible at that URI.
+  `CheckpointExistsError` unless `overwrite=True`, checked up front and again at the moment of the swap
+  (under the parent flock / the publish lock), so of two concurrent publishers of different contents the
+  second fails; an overwrite first removes the old manifest, so during it (and after it is interrupted)
+  no checkpoint is visible at that URI.
 - Nothing is published over a folder or prefix that holds other checkpoints further down.
 
-Fetching downloads (or copies) every file into a hidden sibling of the target folder, checks size and
-sha256 against the manifest and renames the folder into place; a mismatch or a missing file raises
-`CorruptCheckpointError` naming the file. `local_path()` verifies a file:// checkpoint in place
-instead of copying it, and `materialize()` picks whichever of the two fits the URI.
+Fetching downloads (or copies) every file into a unique hidden sibling of the target folder, checks size
+and sha256 against the manifest, fsyncs and renames the folder into place; a mismatch or a missing file
+raises `CorruptCheckpointError` naming the file. `local_path()` verifies a file:// checkpoint in place
+instead of copying it, and `materialize()` picks whichever of the two fits the URI. `cached_folder()`
+copies a plain s3:// folder (released weights) once per node.
 
-URIs: `file://relative/path` is relative to the repository root, `file:///abs/path` is absolute, a
-plain path is an ordinary file-system path; `s3://bucket/prefix` needs a non-empty prefix.
+Claims (`try_claim`, `claim_info`; storage.claims): one owner at a time works on a URI, under a lease
+that a crashed owner loses.
+
+URIs (storage.uri): `file://relative/path` is relative to the repository root, `file:///abs/path` is
+absolute, a plain path is an ordinary file-system path; `s3://bucket/prefix` needs a non-empty prefix.
 This module is plain Python (boto3 + stdlib): job programs and Prefect tasks both import it.
 """
 from __future__ import annotations
@@ -34,7 +42,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,8 +49,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from conf import REPO_ROOT, validated
-from storage.config import S3Config, StorageConfig
+from conf import validated
+from storage.claims import Claim, ClaimInfo, ClaimLost, FileClaims, S3Claims, try_claim
+from storage.config import PublishLockConfig, S3Config, StorageConfig
+from storage.durable import fsync_dir, fsync_tree, host_and_pid, locked_dir, locked_file, unique_sibling, write_atomically
+from storage.s3 import CONFLICT_CODES, NOT_FOUND_CODES, S3Access, error_code
+from storage.uri import StoreError, is_s3, join_uri, resolve_local, split_s3, split_s3_prefix
+
+__all__ = [  # names other packages import from here
+    "MANIFEST_NAME", "CheckpointExistsError", "CheckpointNotFoundError", "CheckpointStore", "Claim", "ClaimInfo",
+    "ClaimLost", "CorruptCheckpointError", "FileEntry", "Manifest", "StoreError", "build_manifest", "files_digest",
+    "is_s3", "join_uri", "open_store", "resolve_local", "sha256_file", "split_s3", "verify_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +68,9 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 _MIB = 1024 * 1024
 _S3_DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
-_NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked; the message names the URI."""
+_NOT_FOUND_CODES = NOT_FOUND_CODES
+DOWNLOADED_MARKER = ".downloaded"  # written last into a folder copied from a plain s3:// prefix
+PUBLISH_LOCK_SUFFIX = ".publishing"
 
 
 class CheckpointNotFoundError(StoreError, FileNotFoundError):
@@ -269,55 +284,6 @@ def _read_local_manifest(folder: Path) -> Manifest | None:
     return Manifest.from_json(path.read_bytes(), str(path))
 
 
-# ----------------------------------------------------------------------------------------- URIs
-
-
-def is_s3(uri: str) -> bool:
-    return str(uri).startswith("s3://")
-
-
-def resolve_local(uri_or_path: str | Path) -> Path:
-    """The absolute folder of a file:// URI or a plain path.
-
-    `file://runs/store/x` is relative to the repository root, `file:///abs` is absolute, and a plain
-    relative path is relative to the working directory (like any path).
-    """
-    text = str(uri_or_path)
-    if is_s3(text):
-        raise StoreError(f"not a local URI: {text}")
-    if text.startswith("file://"):
-        rest = text[len("file://"):]
-        if not rest:
-            raise StoreError(f"empty file:// URI: {text}")
-        path = Path(rest)
-        return (path if path.is_absolute() else REPO_ROOT / path).resolve()
-    if "://" in text:
-        raise StoreError(f"unsupported URI scheme (file:// or s3://): {text}")
-    return Path(text).resolve()
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix")."""
-    if not is_s3(uri):
-        raise StoreError(f"not an s3:// URI: {uri}")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
-    prefix = prefix.strip("/")
-    if not bucket or not prefix:
-        raise StoreError(f"an s3 checkpoint URI needs a bucket and a prefix (s3://bucket/prefix), got {uri}")
-    return bucket, prefix
-
-
-def join_uri(base: str, *parts: str) -> str:
-    """`join_uri("s3://b/store", "stage1", key)` -> "s3://b/store/stage1/<key>"."""
-    cleaned = []
-    for part in parts:
-        for piece in str(part).strip("/").split("/"):
-            if piece in ("", ".", ".."):
-                raise StoreError(f"invalid URI part '{part}' (joining onto {base})")
-            cleaned.append(piece)
-    return "/".join([str(base).rstrip("/"), *cleaned])
-
-
 # ----------------------------------------------------------------------------------------- backends
 
 
@@ -326,7 +292,7 @@ class _MissingObject(Exception):
 
 
 class _LocalBackend:
-    """A checkpoint is a folder; publish and fetch assemble a hidden sibling and rename it into place."""
+    """A checkpoint is a folder; publish and fetch assemble a unique hidden sibling and rename it into place."""
 
     def read_manifest(self, uri: str) -> Manifest | None:
         return _read_local_manifest(resolve_local(uri))
@@ -340,91 +306,104 @@ class _LocalBackend:
             raise _MissingObject(rel)
         self._copy_file(source, target)
 
-    def publish(self, local_dir: Path, uri: str, manifest: Manifest, replacing: bool) -> None:
+    def publish(self, local_dir: Path, uri: str, manifest: Manifest, overwrite: bool) -> Manifest:
+        """Returns the manifest now at `uri`: ours, or an equal one that a concurrent publisher placed first."""
         dest = resolve_local(uri)
         if dest == local_dir.resolve():
-            _write_manifest_atomically(dest, manifest)
-            return
+            return self._publish_in_place(dest, uri, manifest, overwrite)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = _sibling(dest, "publish")
+        staging = unique_sibling(dest, "publish")
         try:
             for rel in manifest.files:
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._copy_file(local_dir / rel, target)
-            _write_manifest_atomically(staging, manifest)
-            _swap_into_place(staging, dest, manifest.digest, replace_plain_folder=True, keep_same_digest=True)
+            fsync_tree(staging, list(manifest.files))  # the contents are on disk before the manifest names them
+            write_atomically(staging / MANIFEST_NAME, manifest.to_json().encode())
+            kept = _swap_into_place(staging, dest, manifest.digest, replace_plain_folder=True, overwrite=overwrite)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        return kept or manifest
+
+    @staticmethod
+    def _publish_in_place(dest: Path, uri: str, manifest: Manifest, overwrite: bool) -> Manifest:
+        fsync_tree(dest, list(manifest.files))
+        with locked_dir(dest.parent):
+            held = _read_local_manifest(dest)
+            if held is not None and held.digest == manifest.digest:
+                return held
+            if held is not None and not overwrite:
+                raise _exists_error(uri, held.digest, manifest.digest, held.run_id)
+            write_atomically(dest / MANIFEST_NAME, manifest.to_json().encode())
+        return manifest
 
     def _copy_file(self, source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
 class _S3Backend:
-    """A checkpoint is the keys under `prefix/`; manifest.json is put after every file."""
+    """A checkpoint is the keys under `prefix/`; manifest.json is put after every file.
 
-    def __init__(self, settings: S3Config):
-        import boto3
-        from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
+    Publishes to one URI run one at a time under a lease-based lock (`.<name>.publishing` beside the
+    prefix): S3 cannot rename a folder into place, so without it a second publisher would overwrite the
+    files of the first. The manifest itself is put with If-None-Match: *.
+    """
 
-        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
-        self._client = session.client(
-            "s3",
-            endpoint_url=settings.endpoint_url,
-            config=Config(
-                retries={"max_attempts": settings.max_attempts, "mode": settings.retry_mode},
-                connect_timeout=settings.connect_timeout_s,
-                read_timeout=settings.read_timeout_s,
-                s3={"addressing_style": settings.addressing_style},
-                request_checksum_calculation=settings.request_checksum_calculation,
-                response_checksum_validation=settings.response_checksum_validation,
-            ),
-        )
-        self._transfer = TransferConfig(
-            multipart_threshold=settings.multipart_threshold_mb * _MIB,
-            multipart_chunksize=settings.multipart_chunk_mb * _MIB,
-            max_concurrency=settings.max_concurrency,
-            use_threads=settings.max_concurrency > 1,
-        )
+    def __init__(self, settings: S3Config, publish_lock: PublishLockConfig):
+        access = S3Access(settings)
+        self._client = access.client
+        self._transfer = access.transfer
+        self._publish_lock_config = publish_lock
+        self.claims = S3Claims(self._client, _s3_errors)
+        self._publish_claims = S3Claims(self._client, _s3_errors, suffix=PUBLISH_LOCK_SUFFIX)
 
     def read_manifest(self, uri: str) -> Manifest | None:
-        bucket, prefix = split_s3(uri)
+        bucket, prefix = split_s3_prefix(uri)
         key = f"{prefix}/{MANIFEST_NAME}"
         with _s3_errors(uri):
             try:
                 body = self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
             except Exception as exc:
-                if _error_code(exc) in _NOT_FOUND_CODES:
+                if error_code(exc) in _NOT_FOUND_CODES:
                     return None
                 raise
         return Manifest.from_json(body, f"s3://{bucket}/{key}")
 
     def has_manifest(self, uri: str) -> bool:
-        bucket, prefix = split_s3(uri)
+        bucket, prefix = split_s3_prefix(uri)
         with _s3_errors(uri):
             try:
                 self._client.head_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}")
             except Exception as exc:
-                if _error_code(exc) in _NOT_FOUND_CODES:
+                if error_code(exc) in _NOT_FOUND_CODES:
                     return False
                 raise
         return True
 
     def fetch_file(self, uri: str, rel: str, target: Path) -> None:
-        bucket, prefix = split_s3(uri)
+        bucket, prefix = split_s3_prefix(uri)
         with _s3_errors(uri):
             try:
                 self._client.download_file(bucket, f"{prefix}/{rel}", str(target), Config=self._transfer)
             except Exception as exc:
-                if _error_code(exc) in _NOT_FOUND_CODES:
+                if error_code(exc) in _NOT_FOUND_CODES:
                     raise _MissingObject(rel) from exc
                 raise
 
-    def publish(self, local_dir: Path, uri: str, manifest: Manifest, replacing: bool) -> None:
-        bucket, prefix = split_s3(uri)
+    def publish(self, local_dir: Path, uri: str, manifest: Manifest, overwrite: bool) -> Manifest:
+        with self._publish_lock(uri):
+            existing = self.read_manifest(uri)  # checked again now that no other publisher runs
+            if existing is not None:
+                if existing.digest == manifest.digest:
+                    return existing
+                if not overwrite:
+                    raise _exists_error(uri, existing.digest, manifest.digest, existing.run_id)
+            self._upload(local_dir, uri, manifest, replacing=existing is not None)
+        return manifest
+
+    def _upload(self, local_dir: Path, uri: str, manifest: Manifest, replacing: bool) -> None:
+        bucket, prefix = split_s3_prefix(uri)
         manifest_key = f"{prefix}/{MANIFEST_NAME}"
         uploaded: list[str] = []
         with _s3_errors(uri):
@@ -445,16 +424,51 @@ class _S3Backend:
                 # Files of a replaced checkpoint or of an unfinished publish that this one does not list.
                 listed = set(uploaded) | {manifest_key}
                 self._delete_keys(bucket, [key for key in present if key not in listed])
-                self._client.put_object(
-                    Bucket=bucket, Key=manifest_key, Body=manifest.to_json().encode(), ContentType="application/json"
-                )
+                self._put_manifest(bucket, manifest_key, manifest, uri)
             except BaseException:
                 self._delete_keys_quietly(bucket, uploaded)
                 raise
 
+    def _put_manifest(self, bucket: str, key: str, manifest: Manifest, uri: str) -> None:
+        try:
+            self._client.put_object(
+                Bucket=bucket, Key=key, Body=manifest.to_json().encode(), ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except Exception as exc:
+            if error_code(exc) in CONFLICT_CODES:
+                raise CheckpointExistsError(
+                    f"{uri}: another manifest appeared while publishing digest {manifest.digest[:12]} "
+                    f"(a publisher that does not take the publish lock?)"
+                ) from exc
+            raise
+
+    @contextmanager
+    def _publish_lock(self, uri: str) -> Iterator[None]:
+        settings = self._publish_lock_config
+        owner = "publisher {host}:{pid}".format(**host_and_pid())
+        logged = False
+        while (claim := try_claim(self._publish_claims, uri, owner, settings.lease_s)) is None:
+            if not logged:
+                holder = self._publish_claims.info(uri)
+                log.info("waiting for %s to finish publishing %s", holder.owner if holder else "a publisher", uri)
+                logged = True
+            time.sleep(settings.poll_s)
+        with claim.keep_alive(settings.renew_every_s):
+            yield
+
+    def list_objects(self, uri: str) -> list[tuple[str, int, str]]:
+        """(relative path, size, ETag) of every object under `uri/`, sorted."""
+        bucket, prefix = split_s3_prefix(uri)
+        found = []
+        with _s3_errors(uri):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+                found += [(obj["Key"][len(prefix) + 1:], obj["Size"], obj["ETag"]) for obj in page.get("Contents", [])]
+        return sorted(found)
+
     def download_prefix(self, uri: str, target: Path) -> int:
         """Copy every object under `uri/` into `target` (no manifest needed); returns the file count."""
-        bucket, prefix = split_s3(uri)
+        bucket, prefix = split_s3_prefix(uri)
         with _s3_errors(uri):
             keys = self._list_keys(bucket, prefix)
             for key in keys:
@@ -485,11 +499,11 @@ class _S3Backend:
             log.warning("could not remove %d uploaded keys of a failed publish: %s", len(keys), exc)
 
 
-def _error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code"))
-    return None
+def _exists_error(uri: str, held_digest: str, new_digest: str, held_run: str | None) -> CheckpointExistsError:
+    return CheckpointExistsError(
+        f"{uri} already holds another checkpoint (digest {held_digest[:12]}, run {held_run}); "
+        f"new digest {new_digest[:12]}: pass overwrite=True to replace it"
+    )
 
 
 @contextmanager
@@ -506,10 +520,10 @@ def _s3_errors(uri: str) -> Iterator[None]:
             f"~/.aws/credentials, AWS_PROFILE, instance role)"
         ) from exc
     except ClientError as exc:
-        code = _error_code(exc)
+        code = error_code(exc)
         if code == "NoSuchBucket":
             raise StoreError(f"{uri}: bucket does not exist") from exc
-        if code in _NOT_FOUND_CODES:
+        if code in _NOT_FOUND_CODES or code in CONFLICT_CODES:
             raise
         raise StoreError(f"{uri}: S3 request failed: {exc}") from exc
     except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: S3UploadFailedError wraps a failed transfer
@@ -519,49 +533,48 @@ def _s3_errors(uri: str) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------- file helpers
 
 
-def _sibling(path: Path, purpose: str) -> Path:
-    return path.parent / f".{path.name}.{purpose}-{uuid.uuid4().hex[:12]}"
-
-
-def _write_manifest_atomically(folder: Path, manifest: Manifest) -> None:
-    temp = folder / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:12]}"
-    with open(temp, "w") as handle:
-        handle.write(manifest.to_json())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, folder / MANIFEST_NAME)
-
-
 def _swap_into_place(
-    staging: Path, dest: Path, digest: str, replace_plain_folder: bool, keep_same_digest: bool
-) -> None:
-    """Rename the finished `staging` folder to `dest`, replacing the checkpoint folder that was there.
+    staging: Path, dest: Path, digest: str, *, replace_plain_folder: bool, overwrite: bool,
+    keep_same_digest: bool = True,
+) -> Manifest | None:
+    """Rename the finished `staging` folder to `dest`, under the flock of their parent folder, so the
+    check of what `dest` holds and the rename are one step for every process on this file system.
 
-    With `keep_same_digest`, a folder that already holds the same digest is kept (a concurrent fetch
-    or publish finished first) and `staging` discarded.
-    A non-empty folder without a manifest is replaced only when `replace_plain_folder` (a leftover in
-    the store's own namespace), and never when it holds checkpoints further down.
+    Returns the manifest already at `dest` when it holds the same digest (a concurrent fetch or publish
+    finished first; `staging` is discarded), else None. A checkpoint of another digest is replaced only
+    with `overwrite` (CheckpointExistsError otherwise); a non-empty folder without a manifest only when
+    `replace_plain_folder` (a leftover in the store's own namespace), never when it holds checkpoints.
     """
-    try:
-        os.rename(staging, dest)  # succeeds when dest is absent or an empty folder
-        return
-    except OSError as exc:
-        if not dest.is_dir():
-            raise StoreError(f"cannot place a checkpoint at {dest}: {exc}") from exc
-    held = _held_digest(dest)
-    if keep_same_digest and held == digest:
-        shutil.rmtree(staging, ignore_errors=True)
-        return
-    if held is None:
-        if not replace_plain_folder:
-            raise StoreError(f"refusing to replace {dest}: it is not empty and holds no {MANIFEST_NAME}")
-        nested = next(dest.rglob(MANIFEST_NAME), None)
-        if nested is not None:
-            raise StoreError(f"refusing to replace {dest}: it is not a checkpoint but holds one ({nested})")
-    trash = _sibling(dest, "old")
-    os.rename(dest, trash)
-    os.rename(staging, dest)
+    trash = None
+    with locked_dir(dest.parent):
+        try:
+            os.rename(staging, dest)  # succeeds when dest is absent or an empty folder
+            fsync_dir(dest.parent)
+            return None
+        except OSError as exc:
+            if not dest.is_dir():
+                raise StoreError(f"cannot place a checkpoint at {dest}: {exc}") from exc
+        held = _held_digest(dest)
+        if keep_same_digest and held == digest:
+            shutil.rmtree(staging, ignore_errors=True)
+            return _read_local_manifest(dest)
+        if held is None:
+            if not replace_plain_folder:
+                raise StoreError(f"refusing to replace {dest}: it is not empty and holds no {MANIFEST_NAME}")
+            nested = next(dest.rglob(MANIFEST_NAME), None)
+            if nested is not None:
+                raise StoreError(f"refusing to replace {dest}: it is not a checkpoint but holds one ({nested})")
+        elif not overwrite:
+            raise CheckpointExistsError(
+                f"{dest} already holds another checkpoint (digest {held[:12] or 'unreadable'}, published "
+                f"while this one was staged); new digest {digest[:12]}: pass overwrite=True to replace it"
+            )
+        trash = unique_sibling(dest, "old")
+        os.rename(dest, trash)
+        os.rename(staging, dest)
+        fsync_dir(dest.parent)
     shutil.rmtree(trash, ignore_errors=True)
+    return None
 
 
 def _held_digest(folder: Path) -> str | None:
@@ -577,11 +590,12 @@ def _held_digest(folder: Path) -> str | None:
 
 
 class CheckpointStore:
-    """Publish and fetch checkpoints under file:// and s3:// URIs (s3:// needs `config.s3`)."""
+    """Publish and fetch checkpoints under file:// and s3:// URIs (s3:// needs `config.s3`); claim URIs."""
 
     def __init__(self, config: StorageConfig):
         self.config = config
         self._local = _LocalBackend()
+        self._file_claims = FileClaims()
         self._s3: _S3Backend | None = None
 
     @classmethod
@@ -617,7 +631,9 @@ class CheckpointStore:
     ) -> Manifest:
         """Publish the files of `local_dir` as a checkpoint at `uri`; the manifest goes last.
 
-        Returns the manifest now at `uri`: the stored one when it already held the same files.
+        Returns the manifest now at `uri`: the stored one when it already held the same files. A
+        different digest at `uri` raises CheckpointExistsError unless `overwrite`, checked before any
+        copy and again at the moment the checkpoint is placed (a concurrent publisher may land first).
         """
         local_dir = Path(local_dir)
         backend = self._backend(uri)
@@ -628,12 +644,12 @@ class CheckpointStore:
                 log.info("checkpoint %s already published (digest %s)", uri, existing.digest[:12])
                 return existing
             if not overwrite:
-                raise CheckpointExistsError(
-                    f"{uri} already holds another checkpoint (digest {existing.digest[:12]}, run {existing.run_id}); "
-                    f"new digest {manifest.digest[:12]}: pass overwrite=True to replace it"
-                )
+                raise _exists_error(uri, existing.digest, manifest.digest, existing.run_id)
         start = time.perf_counter()
-        backend.publish(local_dir, uri, manifest, replacing=existing is not None)
+        placed = backend.publish(local_dir, uri, manifest, overwrite)
+        if placed is not manifest:
+            log.info("checkpoint %s was published concurrently with the same digest %s", uri, placed.digest[:12])
+            return placed
         log.info(
             "published %s: %d files, %.1f MiB, digest %s in %.2f s",
             uri, len(manifest.files), manifest.total_size / _MIB, manifest.digest[:12], time.perf_counter() - start,
@@ -664,7 +680,7 @@ class CheckpointStore:
         damaged = held == manifest.digest
         start = time.perf_counter()
         local_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = _sibling(local_dir, "fetch")
+        staging = unique_sibling(local_dir, "fetch")
         try:
             for rel, entry in manifest.files.items():
                 target = staging / rel
@@ -674,9 +690,11 @@ class CheckpointStore:
                 except _MissingObject:
                     raise CorruptCheckpointError(uri, rel, "is missing") from None
                 _verify_file(target, rel, entry, uri)
-            _write_manifest_atomically(staging, manifest)
+            fsync_tree(staging, list(manifest.files))
+            write_atomically(staging / MANIFEST_NAME, manifest.to_json().encode())
             _swap_into_place(
-                staging, local_dir, manifest.digest, replace_plain_folder=False, keep_same_digest=not damaged
+                staging, local_dir, manifest.digest, replace_plain_folder=False, overwrite=True,
+                keep_same_digest=not damaged,
             )
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -707,28 +725,68 @@ class CheckpointStore:
         return self.local_path(uri)
 
     def download_folder(self, uri: str, local_dir: str | Path) -> Path:
-        """A plain s3:// folder (e.g. released weights, no manifest) copied once into `local_dir`."""
-        local_dir = Path(local_dir)
-        done = local_dir / ".downloaded"
-        if done.exists():
-            return local_dir
+        """A plain s3:// folder (e.g. released weights, no manifest) copied once into `local_dir`.
+
+        Processes on this node that ask for the same `local_dir` at once serialise on an flock of
+        `.<name>.lock` beside it: the first downloads, the others wait and reuse its copy (the
+        `.downloaded` marker, written last, names the URI and the downloader's host and pid).
+        """
+        local_dir = Path(local_dir).resolve()
+        backend = self._s3_backend(uri)
+        with locked_file(local_dir.parent / f".{local_dir.name}.lock"):
+            if (local_dir / DOWNLOADED_MARKER).is_file():
+                log.info("reusing %s: %s was downloaded into it before", local_dir, uri)
+                return local_dir
+            staging = unique_sibling(local_dir, "download")
+            try:
+                count = backend.download_prefix(uri, staging)
+                if count == 0:
+                    raise CheckpointNotFoundError(f"no objects under {uri}")
+                fsync_tree(staging)
+                marker = {"uri": uri, "files": count, **host_and_pid()}
+                write_atomically(staging / DOWNLOADED_MARKER, json.dumps(marker).encode())
+                if local_dir.exists():  # an unfinished copy (no marker)
+                    trash = unique_sibling(local_dir, "old")
+                    os.rename(local_dir, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+                os.rename(staging, local_dir)
+                fsync_dir(local_dir.parent)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        log.info("downloaded %d files of %s into %s", count, uri, local_dir)
+        return local_dir
+
+    def cached_folder(self, uri: str, cache_root: str | Path) -> Path:
+        """`download_folder` into `cache_root/<key>`, the key a digest of the URI and of every object's
+        path, size and ETag: a changed object under the prefix gives a new copy, an unchanged one is reused."""
+        listing = self._s3_backend(uri).list_objects(uri)
+        if not listing:
+            raise CheckpointNotFoundError(f"no objects under {uri}")
+        hasher = hashlib.sha256(f"{uri}\n".encode())
+        for rel, size, etag in listing:
+            hasher.update(f"{rel}\t{size}\t{etag}\n".encode())
+        return self.download_folder(uri, Path(cache_root) / hasher.hexdigest()[:16])
+
+    # ------------------------------------------------------------------------------------- claims
+
+    def try_claim(self, uri: str, owner: str, lease_s: float) -> Claim | None:
+        """Claim `uri` for `owner` for lease_s seconds (renew to extend); None while another owner's lease
+        is live. An expired lease (a crashed owner) is taken over; exactly one of two claimants wins."""
+        return try_claim(self._claims(uri), uri, owner, lease_s)
+
+    def claim_info(self, uri: str) -> ClaimInfo | None:
+        """Who holds a live claim on `uri` and until when; None when nobody does."""
+        return self._claims(uri).info(uri)
+
+    def _claims(self, uri: str) -> FileClaims | S3Claims:
+        return self._s3_backend(uri).claims if is_s3(uri) else self._file_claims
+
+    def _s3_backend(self, uri: str) -> _S3Backend:
         backend = self._backend(uri)
         if not isinstance(backend, _S3Backend):
             raise StoreError(f"{uri} is not an s3:// URI")
-        staging = _sibling(local_dir, "download")
-        try:
-            count = backend.download_prefix(uri, staging)
-            if count == 0:
-                raise CheckpointNotFoundError(f"no objects under {uri}")
-            (staging / ".downloaded").write_text(uri)
-            shutil.rmtree(local_dir, ignore_errors=True)
-            local_dir.parent.mkdir(parents=True, exist_ok=True)
-            staging.rename(local_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        log.info("downloaded %d files of %s into %s", count, uri, local_dir)
-        return local_dir
+        return backend
 
     def _backend(self, uri: str) -> _LocalBackend | _S3Backend:
         if not is_s3(uri):
@@ -736,7 +794,7 @@ class CheckpointStore:
         if self._s3 is None:
             if self.config.s3 is None:
                 raise StoreError(f"{uri}: this store has no S3 settings (storage.s3 is null); use storage=s3")
-            self._s3 = _S3Backend(self.config.s3)
+            self._s3 = _S3Backend(self.config.s3, self.config.publish_lock)
         return self._s3
 
 

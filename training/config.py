@@ -198,8 +198,10 @@ def check_inputs(cfg: StepConfig) -> None:
 
 
 def data_storage(cfg: StepConfig):
-    """Access to the data set's files with the S3 endpoint of the step's storage config (if any)."""
+    """Access to the data set's files with the step's storage config: its S3 client settings and the
+    retries of a transiently failing read (storage.read_retry)."""
     from storage.files import Storage
 
-    s3 = (cfg.storage or {}).get("s3") or {}
-    return Storage(s3.get("endpoint_url"))
+    if cfg.storage is None:
+        raise ConfigError("storage: the step config needs the conf/storage section to read its data")
+    return Storage(cfg.storage, where="storage")

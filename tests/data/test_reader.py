@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from data.manifest import load_manifest
-from data.reader import BAD_RECORD, CORRUPT_IMAGE, MISSING_IMAGE, SampleReader
+from data.reader import BAD_RECORD, CORRUPT_IMAGE, MISSING_IMAGE, UNREADABLE_IMAGE, SampleReader
 from data.schema import SampleError
-from storage.files import Storage
+from storage.files import Storage, TransientReadError
+from storage.uri import StoreError
 
 
 def _copy_split(dataset_dir, tmp_path, split="eval"):
@@ -52,7 +53,7 @@ def test_skips_counts_and_logs_bad_samples(dataset_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="data.reader"):
         ids = [item.sample.id for item in reader]
     assert ids == [s.id for s in ordered if s.id not in (corrupt.id, missing.id)]
-    assert reader.stats.skipped == {BAD_RECORD: 2, MISSING_IMAGE: 1, CORRUPT_IMAGE: 1}
+    assert reader.stats.skipped == {BAD_RECORD: 2, MISSING_IMAGE: 1, CORRUPT_IMAGE: 1, UNREADABLE_IMAGE: 0}
     assert reader.stats.samples == len(ordered) - 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(corrupt.id in w and "corrupt image" in w for w in warnings)
@@ -86,6 +87,16 @@ def test_a_missing_folder_is_an_error(tmp_path):
         list(SampleReader(str(tmp_path / "nothing")))
 
 
+def _s3_storage_config(endpoint: str, **s3_overrides):
+    from conf import load_group
+
+    cfg = load_group("storage", "s3")
+    cfg.s3.endpoint_url = endpoint
+    for key, value in s3_overrides.items():
+        cfg.s3[key] = value
+    return cfg
+
+
 def _upload(endpoint, root: Path, bucket, prefix):
     import boto3
 
@@ -101,11 +112,12 @@ def test_reads_from_s3_like_from_disk(dataset_dir, tmp_path, s3_server, s3_bucke
     _, corrupt, missing, _, _ = _damage(root)
     _upload(s3_server, root, s3_bucket, "synthetic/v1")
 
-    assert load_manifest(f"s3://{s3_bucket}/synthetic/v1", Storage(s3_server)) == load_manifest(str(root))
-    reader = SampleReader(f"s3://{s3_bucket}/synthetic/v1", split="eval", endpoint_url=s3_server)
+    storage = Storage(_s3_storage_config(s3_server))
+    assert load_manifest(f"s3://{s3_bucket}/synthetic/v1", storage) == load_manifest(str(root))
+    reader = SampleReader(f"s3://{s3_bucket}/synthetic/v1", split="eval", storage=storage)
     with caplog.at_level(logging.WARNING, logger="data.reader"):
         remote = list(reader)
-    assert reader.stats.skipped == {BAD_RECORD: 2, MISSING_IMAGE: 1, CORRUPT_IMAGE: 1}
+    assert reader.stats.skipped == {BAD_RECORD: 2, MISSING_IMAGE: 1, CORRUPT_IMAGE: 1, UNREADABLE_IMAGE: 0}
     expected = [item for item in local if item.sample.id not in (corrupt.id, missing.id)]
     assert [item.sample for item in remote] == [item.sample for item in expected]
     for got, want in zip(remote, expected):
@@ -113,3 +125,91 @@ def test_reads_from_s3_like_from_disk(dataset_dir, tmp_path, s3_server, s3_bucke
     assert remote[0].source.startswith(f"s3://{s3_bucket}/synthetic/v1/eval/shard-00000.jsonl:")
     assert any(missing.id in r.getMessage() and f"s3://{s3_bucket}/synthetic/v1/eval/images/" in r.getMessage()
                for r in caplog.records)
+
+
+# ----------------------------------------------------------------------------------------- transient reads
+
+
+class FlakyStorage(Storage):
+    """Reads of image files fail transiently `failures` times each, then succeed; counts every read."""
+
+    def __init__(self, config, failures: int):
+        super().__init__(config)
+        self.failures = failures
+        self.reads: dict[str, int] = {}
+
+    def read_bytes(self, uri: str) -> bytes:
+        if uri.endswith(".png"):
+            self.reads[uri] = self.reads.get(uri, 0) + 1
+            if self.reads[uri] <= self.failures:
+                raise TransientReadError(f"reading {uri} failed: 503 Service Unavailable")
+        return super().read_bytes(uri)
+
+
+def _local_storage_config(**read_retry):
+    from conf import load_group
+
+    cfg = load_group("storage", "local")
+    cfg.read_retry.backoff_s = 0.0  # no waiting in tests; the shipped backoff is in conf/storage
+    cfg.read_retry.max_backoff_s = 0.0
+    for key, value in read_retry.items():
+        cfg.read_retry[key] = value
+    return cfg
+
+
+def test_a_transient_failure_is_retried_before_the_sample_is_skipped(dataset_dir, caplog):
+    attempts = 3
+    cfg = _local_storage_config(attempts=attempts)
+    clean = list(SampleReader(str(dataset_dir), split="eval"))
+    n_images = sum(len(item.images) for item in clean)
+
+    recovers = FlakyStorage(cfg, failures=attempts - 1)
+    reader = SampleReader(str(dataset_dir), split="eval", storage=recovers)
+    with caplog.at_level(logging.WARNING, logger="data.reader"):
+        loaded = list(reader)
+    assert [item.sample for item in loaded] == [item.sample for item in clean]
+    assert all(np.array_equal(np.asarray(a), np.asarray(b))
+               for got, want in zip(loaded, clean) for a, b in zip(got.images, want.images))
+    assert reader.stats.total_skipped == 0
+    assert reader.stats.retries == n_images * (attempts - 1)
+    assert set(recovers.reads.values()) == {attempts}
+    assert any("503 Service Unavailable" in r.getMessage() and f"read 2 of {attempts}" in r.getMessage()
+               for r in caplog.records)
+
+    caplog.clear()
+    gives_up = FlakyStorage(cfg, failures=attempts)
+    reader = SampleReader(str(dataset_dir), split="eval", storage=gives_up)
+    with caplog.at_level(logging.WARNING, logger="data.reader"):
+        loaded = list(reader)
+    with_images = [item.sample.id for item in clean if item.images]
+    assert [item.sample.id for item in loaded] == [item.sample.id for item in clean if not item.images]
+    assert reader.stats.skipped[UNREADABLE_IMAGE] == len(with_images) and reader.stats.total_skipped == len(with_images)
+    assert max(gives_up.reads.values()) == attempts  # never more reads than configured
+    assert any(with_images[0] in r.getMessage() and f"unreadable image after {attempts} reads" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_missing_and_corrupt_images_are_skipped_without_a_retry(dataset_dir, tmp_path):
+    root = _copy_split(dataset_dir, tmp_path)
+    _, corrupt, missing, _, _ = _damage(root)
+    storage = FlakyStorage(_local_storage_config(attempts=5), failures=0)
+    reader = SampleReader(str(root), split="eval", storage=storage)
+    list(reader)
+    assert reader.stats.skipped == {BAD_RECORD: 2, MISSING_IMAGE: 1, CORRUPT_IMAGE: 1, UNREADABLE_IMAGE: 0}
+    assert reader.stats.retries == 0
+    assert storage.reads[str(root / "eval" / missing.image_refs()[0])] == 1
+    assert storage.reads[str(root / "eval" / corrupt.image_refs()[0])] == 1
+
+
+def test_an_unreachable_s3_endpoint_is_a_transient_read_error(s3_credentials):
+    """A refused connection (nothing listens on the port) is classified as transient, not as missing."""
+    from storage.net import free_port
+
+    storage = Storage(_s3_storage_config(f"http://127.0.0.1:{free_port()}", max_attempts=1, connect_timeout_s=2))
+    with pytest.raises(TransientReadError, match="s3://bucket/eval/images/x.png"):
+        storage.read_bytes("s3://bucket/eval/images/x.png")
+
+
+def test_reading_s3_without_client_settings_names_the_key():
+    with pytest.raises(StoreError, match=r"storage\.s3 is null"):
+        Storage().read_bytes("s3://bucket/eval/shard-00000.jsonl")

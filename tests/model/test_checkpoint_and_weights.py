@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +102,58 @@ def test_pretrained_init_from_s3_folders(tiny_cfg, tokenizer, tmp_path, s3_serve
                        src["model.visual.blocks.1.attn.qkv.weight"])
     with pytest.raises(WeightsError, match="needs the storage=s3 config"):
         build_model(cfg, tokenizer, runs_dir=tmp_path / "runs2")
+
+
+def test_s3_weights_are_downloaded_once_per_node(tiny_cfg, tokenizer, tmp_path, s3_server, s3_bucket):
+    """Two ranks (real processes) on one node ask for the same s3:// weights at once: one downloads each
+    object, the other waits for it and reuses its copy."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import boto3
+    from omegaconf import OmegaConf
+
+    from conf import REPO_ROOT, load_group
+
+    source = build_model(tiny_cfg, tokenizer)
+    vit, _ = _write_weight_folders(source, tmp_path / "local")
+    (vit / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    for path in sorted(vit.iterdir()):
+        client.upload_file(str(path), s3_bucket, f"weights/vit/{path.name}")
+    storage = load_group("storage", "s3")
+    storage.root = f"s3://{s3_bucket}/store"
+    storage.s3.endpoint_url = s3_server
+    uri = f"s3://{s3_bucket}/weights/vit"
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.model.weights_worker", json.dumps(OmegaConf.to_container(storage)), uri,
+             str(tmp_path / "runs"), str(tmp_path / "barrier"), f"rank{rank}", "2"],
+            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for rank in range(2)
+    ]
+    results = []
+    for proc in ranks:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+
+    objects = sorted(f"weights/vit/{p.name}" for p in vit.iterdir())
+    assert sorted(key for r in results for key in r["gets"]) == objects, "each object is fetched exactly once"
+    downloader = next(r for r in results if r["gets"])
+    assert results[0]["dir"] == results[1]["dir"]
+    folder = Path(results[0]["dir"])
+    assert json.loads((folder / ".downloaded").read_text())["pid"] == downloader["pid"]
+    assert sorted(p.name for p in folder.iterdir() if p.name != ".downloaded") == sorted(p.name for p in vit.iterdir())
+    assert (folder / "model.safetensors").read_bytes() == (vit / "model.safetensors").read_bytes()
+
+    # A changed object under the prefix is a new ETag, hence a new cache folder, not the stale copy.
+    client.put_object(Bucket=s3_bucket, Key="weights/vit/config.json", Body=b'{"model_type": "changed"}')
+    from model.weights import local_weights_dir
+
+    refreshed = local_weights_dir(uri, tmp_path / "runs", storage)
+    assert refreshed != folder and (refreshed / "config.json").read_text() == '{"model_type": "changed"}'
