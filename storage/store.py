@@ -400,7 +400,7 @@ class _S3Backend:
                 if not overwrite:
                     raise _exists_error(uri, existing.digest, manifest.digest, existing.run_id)
             self._upload(local_dir, uri, manifest, replacing=existing is not None)
-        return manifest
+            return self._put_manifest(uri, manifest)
 
     def _upload(self, local_dir: Path, uri: str, manifest: Manifest, replacing: bool) -> None:
         bucket, prefix = split_s3_prefix(uri)
@@ -424,24 +424,34 @@ class _S3Backend:
                 # Files of a replaced checkpoint or of an unfinished publish that this one does not list.
                 listed = set(uploaded) | {manifest_key}
                 self._delete_keys(bucket, [key for key in present if key not in listed])
-                self._put_manifest(bucket, manifest_key, manifest, uri)
             except BaseException:
                 self._delete_keys_quietly(bucket, uploaded)
                 raise
 
-    def _put_manifest(self, bucket: str, key: str, manifest: Manifest, uri: str) -> None:
-        try:
-            self._client.put_object(
-                Bucket=bucket, Key=key, Body=manifest.to_json().encode(), ContentType="application/json",
-                IfNoneMatch="*",
-            )
-        except Exception as exc:
-            if error_code(exc) in CONFLICT_CODES:
-                raise CheckpointExistsError(
-                    f"{uri}: another manifest appeared while publishing digest {manifest.digest[:12]} "
-                    f"(a publisher that does not take the publish lock?)"
-                ) from exc
-            raise
+    def _put_manifest(self, uri: str, manifest: Manifest) -> Manifest:
+        """Put the manifest only where none is (If-None-Match: *); the manifest at `uri` afterwards.
+
+        A manifest that appeared meanwhile (a publisher that bypassed the lock) is kept: the same digest is
+        a no-op, another raises. Our uploaded keys are then left alone: they are that publisher's keys too.
+        """
+        bucket, prefix = split_s3_prefix(uri)
+        with _s3_errors(uri):
+            try:
+                self._client.put_object(
+                    Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}", Body=manifest.to_json().encode(),
+                    ContentType="application/json", IfNoneMatch="*",
+                )
+                return manifest
+            except Exception as exc:
+                if error_code(exc) not in CONFLICT_CODES:
+                    raise
+        held = self.read_manifest(uri)
+        if held is not None and held.digest == manifest.digest:
+            return held
+        raise CheckpointExistsError(
+            f"{uri}: another manifest (digest {held.digest[:12] if held else 'gone'}) appeared while publishing "
+            f"digest {manifest.digest[:12]}: a publisher that does not take the publish lock?"
+        )
 
     @contextmanager
     def _publish_lock(self, uri: str) -> Iterator[None]:
