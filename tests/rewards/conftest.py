@@ -1,13 +1,15 @@
 """Reward test fixtures: the morl rewards config with a short hard math timeout, so the brace bomb
-times out in a second."""
+times out in seconds."""
 from __future__ import annotations
 
 import pytest
 
 from rewards.config import RewardsConfig, load_rewards_config
 
-# 1 s is far above a normal item (milliseconds) and far below the brace bomb (~25 s).
-TEST_OVERRIDES = ["math.item_timeout_s=1.0", "math.workers=2"]
+# 3 s is far above a normal item (milliseconds) and above the slowest vector (MEGABYTE_FILLER: ~0.9 s
+# on a loaded 2-core machine, so 1 s made its expected "unparseable" a "timeout" at times), and far below
+# the brace bomb (~25 s).
+TEST_OVERRIDES = ["math.item_timeout_s=3.0", "math.workers=2"]
 
 
 def rewards_test_config(*extra: str) -> RewardsConfig:
