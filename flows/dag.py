@@ -6,9 +6,10 @@
         stage1: {kind: pretrain, stage: stage1_projector_warmup, from: null}
         stage2: {kind: pretrain, stage: stage2_vl_alignment, from: stage1}
 
-Each step names its kind, the config it uses (for pretrain: a stage of `stages`) and `from:`, the step
-whose checkpoint it starts from (null: none). Every problem raises PipelineError naming the pipeline,
-the step and the key, before anything runs.
+Each step names its kind, the kind's own keys (conf/orchestration `kinds.<kind>.step_keys`; for
+pretrain: `stage`, a stage of `stages`), `from:`, the step whose output it starts from (null: none), and
+optionally `resources:` (launcher, runner, nproc_per_node, nodes, device) over its kind's defaults.
+Every problem raises PipelineError naming the pipeline, the step and the key, before anything runs.
 """
 from __future__ import annotations
 
@@ -16,16 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conf import ConfigError
-from tasks.orchestration_config import KindConfig
+from conf import ConfigError, validated
+from tasks.orchestration_config import KindConfig, ResourcesConfig
 
 PIPELINE_KEYS = ("name", "steps")
 COMMON_STEP_KEYS = ("kind", "from")
-# Keys of a step entry besides kind and from, per kind; a kind is runnable once it is listed here
-# and conf/orchestration names its job module.
-KIND_STEP_KEYS: dict[str, tuple[str, ...]] = {
-    "pretrain": ("stage",),
-}
+OPTIONAL_STEP_KEYS = ("resources",)
 
 
 class PipelineError(ConfigError):
@@ -36,12 +33,9 @@ class PipelineError(ConfigError):
 class StepSpec:
     name: str
     kind: str
-    source: str | None          # `from:`: the step whose output checkpoint this step starts from
+    source: str | None          # `from:`: the step whose output this step starts from
     options: dict[str, Any]     # the kind's own keys, e.g. {"stage": "stage1_projector_warmup"}
-
-    @property
-    def stage(self) -> str:
-        return self.options["stage"]
+    resources: ResourcesConfig  # the entry's `resources:` (null fields: the kind's defaults)
 
 
 def parse_steps(pipeline: Mapping[str, Any], kinds: Mapping[str, KindConfig]) -> list[StepSpec]:
@@ -82,24 +76,27 @@ def _parse_step(where: str, name: str, entry: Any, kinds: Mapping[str, KindConfi
     if kinds[kind].module is None:
         raise PipelineError(f"{here}: step kind '{kind}' is not yet available: it lands with the "
                             f"{kinds[kind].available_with} issue")
-    if kind not in KIND_STEP_KEYS:
-        raise PipelineError(f"{here}: step kind '{kind}' has a job module in conf/orchestration but no "
-                            f"step builder in the flow (runnable kinds: {sorted(KIND_STEP_KEYS)})")
-    allowed = COMMON_STEP_KEYS + KIND_STEP_KEYS[kind]
+    own_keys = tuple(kinds[kind].step_keys)
+    required = COMMON_STEP_KEYS + own_keys
+    allowed = required + OPTIONAL_STEP_KEYS
     unknown = sorted(set(entry) - set(allowed))
     if unknown:
         raise PipelineError(f"{here}: unknown key(s) {unknown} for kind '{kind}' (allowed: {list(allowed)})")
-    missing = [key for key in allowed if key not in entry]
+    missing = [key for key in required if key not in entry]
     if missing:
         raise PipelineError(f"{here}: missing key(s) {missing} (write `from: null` for a step without input)")
     source = entry["from"]
     if source is not None and not isinstance(source, str):
         raise PipelineError(f"{here}: from: expected a step name or null, got {source!r}")
-    options = {key: entry[key] for key in KIND_STEP_KEYS[kind]}
+    options = {key: entry[key] for key in own_keys}
     for key, value in options.items():
         if not isinstance(value, str) or not value:
             raise PipelineError(f"{here}: {key}: expected a config name, got {value!r}")
-    return StepSpec(name=name, kind=kind, source=source, options=options)
+    try:
+        resources = validated(ResourcesConfig, entry.get("resources") or {}, f"{here}: resources")
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from exc
+    return StepSpec(name=name, kind=kind, source=source, options=options, resources=resources)
 
 
 def topological_order(where: str, steps: list[StepSpec]) -> list[StepSpec]:

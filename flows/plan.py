@@ -1,10 +1,11 @@
 """A pipeline run's plan: the config composed once and everything checked before any step runs.
 
 `build_plan("full", overrides)` composes conf/config.yaml with `pipeline=<name>` and the overrides,
-validates the orchestration, tracking, launcher and storage sections, the DAG (flows/dag.py) and the
-resolved config of every step (training.config.StepConfig: a typo in a stage fails here, naming the key),
-and computes the code versions that go into the step keys. The plan is plain data: Prefect tasks get it
-as an argument (Hydra is not used again after composing, so tasks need no lock).
+validates the orchestration, tracking, launcher and storage sections, the DAG (flows/dag.py), each step's
+resources (its launcher, world size, device) and resolved config (built and validated as its kind
+declares, tasks/step_kinds.py: a typo in a stage fails here, naming the key), and computes the code
+versions that go into the step keys. The plan is plain data: Prefect tasks get it as an argument (Hydra
+is not used again after composing, so tasks need no lock).
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from flows.dag import PipelineError, StepSpec, parse_steps
 from model.config import model_config_from, require_weights
 from tasks.cache_keys import code_version
 from tasks.datasets import check_generator_config
-from tasks.launcher import LauncherConfig, launcher_config
-from tasks.orchestration_config import OrchestrationConfig, TrackingConfig
 from storage.store import join_uri, open_store
+from tasks.launcher import LauncherConfig, launcher_config
+from tasks.orchestration_config import KindConfig, OrchestrationConfig, TrackingConfig
+from tasks.step_kinds import StepResources, build_step_config, check_sections, resolve_resources, \
+    resolved_precision, set_path
 from tasks.tracking import resolved_tracking
 
 # Stand-ins for what is known only at run time, for checking a step's config before anything runs
@@ -41,9 +44,10 @@ class PipelinePlan:
     config: dict[str, Any]           # the whole composed config, resolved
     orchestration: OrchestrationConfig
     tracking: TrackingConfig         # local paths absolute
-    launcher: LauncherConfig
+    launcher: LauncherConfig         # the composed `launcher` (data preparation; steps start from it)
     runs_dir: Path                   # absolute
     code_versions: dict[str, str]    # step kind -> code version; "data_prep" -> the generator's
+    resources: dict[str, StepResources] = field(default_factory=dict)   # step name -> its resources
     git_sha: str = "unknown"
     by_name: dict[str, StepSpec] = field(init=False)
 
@@ -54,8 +58,11 @@ class PipelinePlan:
     def storage(self) -> dict[str, Any]:
         return self.config["storage"]
 
+    def kind(self, step: StepSpec) -> KindConfig:
+        return self.orchestration.kinds[step.kind]
+
     def job_module(self, step: StepSpec) -> str:
-        module = self.orchestration.kinds[step.kind].module
+        module = self.kind(step).module
         assert module is not None  # parse_steps refuses kinds without one
         return module
 
@@ -67,26 +74,28 @@ class PipelinePlan:
 
     def step_config(self, step: StepSpec, *, data_uri: str, input_checkpoint: str | None, step_key: str | None = None,
                     output_uri: str = "", work_dir: str = "", run_id: str | None = None) -> dict[str, Any]:
-        """The step's resolved config (what the job gets), validated and normalised by its schema."""
-        from training.config import StepConfig
-
-        raw = {
+        """The step's resolved config (what the job gets), built and validated as its kind declares, with
+        the precision its resources resolve `auto` to."""
+        run_fields = {
             "step": step.name,
             "step_key": step_key,
-            "model": self.config["model"],
-            "stage": self.config["stages"][step.stage],
-            "data": {"uri": data_uri, "split": self.orchestration.data_prep.split},
+            "data_uri": data_uri,
             "input_checkpoint": input_checkpoint,
             "output_uri": output_uri,
             "work_dir": work_dir,
             "runs_dir": str(self.runs_dir),
             "storage": self.storage,
             "tracking": {"tracking_uri": self.tracking.tracking_uri, "run_id": run_id},
-            "peak_tflops_per_device": self.orchestration.peak_tflops_per_device,
         }
-        where = f"pipeline '{self.pipeline}': step '{step.name}' (stage {step.stage})"
-        typed = validated(StepConfig, raw, where)
-        return OmegaConf.to_container(OmegaConf.structured(typed))  # type: ignore[return-value]
+        config = build_step_config(self.kind(step), self.config, step.options, run_fields, self.where(step))
+        precision = self.kind(step).precision
+        if precision is not None and step.name in self.resources:
+            set_path(config, precision.path, self.resources[step.name].precision)
+        return config
+
+    def where(self, step: StepSpec) -> str:
+        options = ", ".join(f"{key} {value}" for key, value in step.options.items())
+        return f"pipeline '{self.pipeline}': step '{step.name}'" + (f" ({options})" if options else "")
 
 
 def compose_pipeline(pipeline: str, overrides: list[str]) -> DictConfig:
@@ -109,11 +118,19 @@ def build_plan(pipeline: str, overrides: list[str] | None = None) -> PipelinePla
     launcher = launcher_config(resolved["launcher"])
     open_store(resolved["storage"])  # validates the storage section
     steps = parse_steps(resolved["pipeline"], orchestration.kinds)
-    stages = resolved.get("stages") or {}
+    name = resolved["pipeline"]["name"]
+    by_name = {s.name: s for s in steps}
     for step in steps:
-        if step.kind == "pretrain" and step.stage not in stages:
-            raise PipelineError(f"pipeline '{resolved['pipeline']['name']}': step '{step.name}': stage "
-                                f"'{step.stage}' is not in `stages` (defined: {sorted(stages)})")
+        where = f"pipeline '{name}': step '{step.name}'"
+        kind = orchestration.kinds[step.kind]
+        check_sections(kind, resolved, step.options, where)
+        if step.source is not None:
+            source_output = orchestration.kinds[by_name[step.source].kind].output
+            if kind.input is None:
+                raise PipelineError(f"{where}: kind '{step.kind}' takes no input; set `from: null`")
+            if kind.input != source_output:
+                raise PipelineError(f"{where}: kind '{step.kind}' starts from a {kind.input}, but step "
+                                    f"'{step.source}' (kind '{by_name[step.source].kind}') outputs {source_output}")
     check_generator_config(resolved["data"], resolved["model"])
     model = model_config_from(resolved["model"])
     if model.init.source == "pretrained" and any(step.source is None for step in steps):
@@ -123,14 +140,19 @@ def build_plan(pipeline: str, overrides: list[str] | None = None) -> PipelinePla
     runs_dir = Path(resolved["runs_dir"])
     runs_dir = (runs_dir if runs_dir.is_absolute() else REPO_ROOT / runs_dir).resolve()
     versions = {"data_prep": code_version(REPO_ROOT, orchestration.data_prep.code)}
-    for kind in sorted({s.kind for s in steps}):
-        versions[kind] = code_version(REPO_ROOT, orchestration.kinds[kind].code)
-    plan = PipelinePlan(pipeline=resolved["pipeline"]["name"], overrides=overrides, steps=steps, config=resolved,
+    for kind_name in sorted({s.kind for s in steps}):
+        versions[kind_name] = code_version(REPO_ROOT, orchestration.kinds[kind_name].code)
+    plan = PipelinePlan(pipeline=name, overrides=overrides, steps=steps, config=resolved,
                         orchestration=orchestration, tracking=tracking, launcher=launcher, runs_dir=runs_dir,
                         code_versions=versions, git_sha=git_sha())
     for step in steps:
+        kind = plan.kind(step)
+        step_launcher, size, device = resolve_resources(kind, step.resources, launcher,
+                                                        f"pipeline '{name}': step '{step.name}': resources")
         source = None if step.source is None else PENDING_INPUT.format(source=step.source)
-        plan.step_config(step, data_uri=PENDING_DATA_URI, input_checkpoint=source)
+        config = plan.step_config(step, data_uri=PENDING_DATA_URI, input_checkpoint=source)
+        plan.resources[step.name] = StepResources(step_launcher, size, device,
+                                                  resolved_precision(kind, config, device))
     return plan
 
 

@@ -23,6 +23,7 @@ result.json is a JSON object with at least these keys (extra keys are kept in `J
     tokens_seen    int >= 0
     wall_time_s    float >= 0
     metrics        {name: number} summary metrics
+    resumed        true when the job restarted from its own earlier checkpoint (in its work_dir)
 
 This module is plain Python (no Prefect, no torch) so it serves a shell, a test and a Prefect task alike.
 Run as a script (`python tasks/launcher.py MODULE ARGS...`) it runs MODULE like `python -m`: DeepSpeed's
@@ -61,7 +62,7 @@ log = logging.getLogger("mimovl.launcher")
 RUNNERS = ("auto", "python", "torchrun", "deepspeed")
 MULTINODE_LAUNCHERS = ("pdsh", "openmpi", "slurm")
 RESULT_STATUS_OK = "ok"
-RESULT_KEYS = ("status", "output_uri", "output_digest", "tokens_seen", "wall_time_s", "metrics")
+RESULT_KEYS = ("status", "output_uri", "output_digest", "tokens_seen", "wall_time_s", "metrics", "resumed")
 
 _LINE, _EOF, _EXIT, _CANCEL = "line", "eof", "exit", "cancel"
 
@@ -185,6 +186,124 @@ def load_launcher_config(name: str, overrides: dict[str, Any] | None = None) -> 
     if overrides:
         cfg = OmegaConf.merge(cfg, overrides)
     return launcher_config(cfg, f"launcher={name}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-step resources: a step's launcher, its world size and its device
+
+
+def with_resources(base: LauncherConfig, *, launcher: str | None, runner: str | None, nproc_per_node: int | None,
+                   nodes: int | None, where: str) -> LauncherConfig:
+    """`base` (or conf/launcher/<launcher>.yaml) with the step's runner, processes and nodes in place of
+    its own (null: keep), checked."""
+    import dataclasses
+
+    cfg = base if launcher is None else load_launcher_config(launcher)
+    changes: dict[str, Any] = {}
+    if runner is not None:
+        changes["runner"] = runner
+    if nproc_per_node is not None:
+        changes["nproc_per_node"] = nproc_per_node
+    if nodes is not None:
+        if cfg.multinode is None and nodes != 1:
+            raise _config_error(where, "nodes", f"launcher '{cfg.name}' runs on this node only (nodes: 1); "
+                                                "name a multi-node launcher (resources.launcher: multinode)")
+        if cfg.multinode is not None:
+            changes["multinode"] = dataclasses.replace(cfg.multinode, num_nodes=nodes)
+    cfg = dataclasses.replace(cfg, **changes)
+    cfg.check(where)
+    return cfg
+
+
+def on_cpu(cfg: LauncherConfig) -> LauncherConfig:
+    """The launcher with CUDA_VISIBLE_DEVICES="" in the job's environment: a step keyed for the CPU runs
+    on the CPU even on a GPU node."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, env={**cfg.env, "CUDA_VISIBLE_DEVICES": ""})
+
+
+def resolve_device(cfg: LauncherConfig, device: str, where: str) -> str:
+    """`auto` -> the device the job will use: cuda on a multi-node launcher (DeepSpeed's runner places
+    ranks on GPU slots), else cuda when this node has one the job can see. `cuda` on a local launcher
+    without one is an error naming `where`.device."""
+    if device == "auto":
+        return "cuda" if cfg.multinode is not None else _local_device(cfg)
+    if device == "cuda" and cfg.multinode is None and _local_device(cfg) != "cuda":
+        raise _config_error(where, "device", "cuda, but the job could see no CUDA device on this node")
+    return device
+
+
+def _local_device(cfg: LauncherConfig) -> str:
+    visible = cfg.env.get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if visible in ("", "-1"):  # the job's environment hides every GPU
+        return "cpu"
+    if not list(Path("/dev").glob("nvidia[0-9]*")):  # no NVIDIA device: no need to import torch to know
+        return "cpu"
+    import torch  # the job's own test (training/pretrain.py: torch.cuda.is_available())
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def world_size(cfg: LauncherConfig, where: str = "launcher") -> int:
+    """How many processes the job runs as: nproc_per_node on this node (-1: its CUDA devices), or over
+    the multi-node hostfile's nodes and slots as DeepSpeed's runner counts them (num_nodes, include,
+    exclude). The hostfile is read only when a count is left to it (-1 or a filter)."""
+    if cfg.multinode is None:
+        if cfg.nproc_per_node != -1:
+            return cfg.nproc_per_node
+        if _local_device(cfg) != "cuda":
+            raise _config_error(where, "nproc_per_node", "-1 (every accelerator), but this node has no CUDA device")
+        import torch
+
+        return torch.cuda.device_count()
+    mn = cfg.multinode
+    if mn.num_nodes != -1 and cfg.nproc_per_node != -1 and not (mn.include or mn.exclude):
+        return mn.num_nodes * cfg.nproc_per_node
+    slots = {host: list(range(n)) for host, n in _hostfile_slots(mn.hostfile, where).items()}
+    if mn.include:
+        picked = _node_spec(mn.include)
+        slots = {h: (s if picked[h] is None else [i for i in s if i in picked[h]])
+                 for h, s in slots.items() if h in picked}
+    if mn.exclude:
+        dropped = _node_spec(mn.exclude)
+        slots = {h: ([] if dropped[h] is None else [i for i in s if i not in dropped[h]]) if h in dropped else s
+                 for h, s in slots.items()}
+    counts = [len(s) for s in slots.values() if s]
+    if mn.num_nodes != -1:
+        if mn.num_nodes > len(counts):
+            raise _config_error(where, "multinode.num_nodes", f"{mn.num_nodes} nodes, but {mn.hostfile} "
+                                                              f"gives {len(counts)}")
+        counts = counts[:mn.num_nodes]
+    return sum(counts) if cfg.nproc_per_node == -1 else len(counts) * cfg.nproc_per_node
+
+
+def _hostfile_slots(hostfile: str, where: str) -> dict[str, int]:
+    """host -> slots of an MPI-style hostfile ("worker-0 slots=8"), in file order."""
+    try:
+        text = Path(hostfile).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _config_error(where, "multinode.hostfile", f"cannot read {hostfile} to count the job's processes "
+                                                         f"(the step key holds its world size): {exc}") from None
+    hosts: dict[str, int] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        host, _, rest = line.partition(" ")
+        if not rest.strip().startswith("slots="):
+            raise _config_error(where, "multinode.hostfile", f"{hostfile}: expected 'HOST slots=N', got {line!r}")
+        hosts[host] = int(rest.strip()[len("slots="):])
+    return hosts
+
+
+def _node_spec(spec: str) -> dict[str, list[int] | None]:
+    """DeepSpeed's NODE_SPEC[@NODE_SPEC ...] ("worker-0@worker-1:0,2") -> host -> slots (None: all)."""
+    nodes: dict[str, list[int] | None] = {}
+    for part in spec.split("@"):
+        host, _, slots = part.partition(":")
+        nodes[host] = [int(s) for s in slots.split(",")] if slots else None
+    return nodes
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -312,6 +431,7 @@ class JobResult:
     tokens_seen: int
     wall_time_s: float
     metrics: dict[str, float]
+    resumed: bool
     raw: dict[str, Any]
 
     @classmethod
@@ -339,9 +459,11 @@ class JobResult:
         for name, value in metrics.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"result key 'metrics.{name}' must be a number, got {value!r}")
+        if not isinstance(data["resumed"], bool):
+            raise ValueError(f"result key 'resumed' must be true or false, got {data['resumed']!r}")
         return cls(status=data["status"], output_uri=data["output_uri"], output_digest=data["output_digest"],
                    tokens_seen=tokens, wall_time_s=float(wall),
-                   metrics={str(k): float(v) for k, v in metrics.items()}, raw=dict(data))
+                   metrics={str(k): float(v) for k, v in metrics.items()}, resumed=data["resumed"], raw=dict(data))
 
     @classmethod
     def read(cls, path: str | Path) -> "JobResult":
@@ -363,7 +485,7 @@ class JobResult:
     def to_dict(self) -> dict[str, Any]:
         return {**self.raw, "status": self.status, "output_uri": self.output_uri,
                 "output_digest": self.output_digest, "tokens_seen": self.tokens_seen,
-                "wall_time_s": self.wall_time_s, "metrics": dict(self.metrics)}
+                "wall_time_s": self.wall_time_s, "metrics": dict(self.metrics), "resumed": self.resumed}
 
     def write(self, path: str | Path) -> None:
         """Write atomically (a reader never sees half a file); for job programs."""

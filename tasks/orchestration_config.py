@@ -12,13 +12,98 @@ from omegaconf import MISSING
 from conf import ConfigError
 
 
+OUTPUT_TYPES = ("checkpoint", "artifacts")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ResourcesConfig:
+    """Where and on what a step's job runs. A kind's defaults (kinds.<kind>.resources) are overridden key
+    by key by a step entry's `resources:`; null: the composed `launcher` section's setting."""
+
+    launcher: Optional[str] = None        # conf/launcher/<name>.yaml; null: the composed `launcher`
+    runner: Optional[str] = None          # auto | python | torchrun | deepspeed
+    nproc_per_node: Optional[int] = None  # processes per node
+    nodes: Optional[int] = None           # nodes (multinode.num_nodes); 1 on a single-node launcher
+    device: Optional[str] = None          # auto (cuda when the job's node has one, else cpu) | cpu | cuda
+
+    def check(self, where: str) -> None:
+        if self.device is not None and self.device not in DEVICES:
+            raise ConfigError(f"{where}.device: one of {list(DEVICES)}, got {self.device!r}")
+        for key in ("nproc_per_node", "nodes"):
+            value = getattr(self, key)
+            if value is not None and not (value >= 1 or value == -1):
+                raise ConfigError(f"{where}.{key}: must be >= 1 or -1 (all), got {value}")
+
+    def merged(self, override: ResourcesConfig) -> ResourcesConfig:
+        """These settings with every non-null one of `override` in their place."""
+        return ResourcesConfig(**{key: getattr(override, key) if getattr(override, key) is not None
+                                  else getattr(self, key) for key in self.__dataclass_fields__})
+
+
+@dataclass
+class PrecisionConfig:
+    """Where a kind's step config names its precision, and what `auto` stands for on each device."""
+
+    path: str = MISSING                 # dotted path in the step config, e.g. stage.precision
+    auto: dict[str, str] = MISSING      # device -> precision, e.g. {cuda: bf16, cpu: fp32}
+
+
 @dataclass
 class KindConfig:
-    """One step kind: the job module it runs and the code that goes into its step key."""
+    """One step kind, declared once (tasks/step_kinds.py builds and checks its steps from this)."""
 
-    module: Optional[str] = MISSING         # null: not available yet
-    code: list[str] = MISSING               # folders/files (relative to the repo root) of the job's code
+    module: Optional[str] = MISSING          # the job module; null: not available yet
     available_with: Optional[str] = MISSING  # the issue that brings a kind whose module is null
+    code: list[str] = MISSING                # folders/files (relative to the repo root) of the job's code
+    step_keys: list[str] = MISSING           # a step entry's own keys besides kind, from and resources
+    # step config section -> dotted path in the composed config; `{key}` is the step entry's value of
+    # key, e.g. stage: stages.{stage}
+    config: dict[str, str] = MISSING
+    schema: Optional[str] = MISSING          # "module:Class" that validates the step config; null: none
+    output: str = MISSING                    # checkpoint | artifacts (a manifested artifact set)
+    input: Optional[str] = MISSING           # what the `from:` step must output; null: the kind takes none
+    split: Optional[str] = MISSING           # the data split the job reads; null: it reads no data
+    precision: Optional[PrecisionConfig] = MISSING  # null: the job has no precision setting
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def check(self, where: str) -> None:
+        if self.module is None:
+            if not self.available_with:
+                raise ConfigError(f"{where}: a kind without a module needs available_with")
+            return
+        if not self.code:
+            raise ConfigError(f"{where}.code: list the job's code (it enters the step key)")
+        if not self.config:
+            raise ConfigError(f"{where}.config: map the step config's sections to the composed config")
+        if self.output not in OUTPUT_TYPES:
+            raise ConfigError(f"{where}.output: one of {list(OUTPUT_TYPES)}, got {self.output!r}")
+        if self.input is not None and self.input not in OUTPUT_TYPES:
+            raise ConfigError(f"{where}.input: one of {list(OUTPUT_TYPES)} or null, got {self.input!r}")
+        if self.schema is not None and ":" not in self.schema:
+            raise ConfigError(f"{where}.schema: expected 'module:Class', got {self.schema!r}")
+        if self.precision is not None and set(self.precision.auto) != set(DEVICES) - {"auto"}:
+            raise ConfigError(f"{where}.precision.auto: give the precision for each of "
+                              f"{sorted(set(DEVICES) - {'auto'})}, got {sorted(self.precision.auto)}")
+        self.resources.check(f"{where}.resources")
+        if self.resources.device is None:
+            raise ConfigError(f"{where}.resources.device: a kind's default device is one of {list(DEVICES)}")
+
+
+@dataclass
+class ClaimsConfig:
+    """Claims on step keys (storage.store.try_claim): one flow run works on a key at a time."""
+
+    lease_s: float = MISSING      # a claim not renewed for this long is lost (its owner crashed)
+    renew_s: float = MISSING      # how often the running owner renews it
+    poll_s: float = MISSING       # how often a waiting run looks again
+
+    def check(self, where: str) -> None:
+        for key in ("lease_s", "renew_s", "poll_s"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{where}.{key}: must be > 0, got {getattr(self, key)}")
+        if not self.renew_s < self.lease_s:
+            raise ConfigError(f"{where}.renew_s: must be < lease_s ({self.lease_s}), got {self.renew_s}")
 
 
 @dataclass
@@ -66,6 +151,7 @@ class OrchestrationConfig:
     key_chars: int = MISSING
     failure_lines: int = MISSING
     kinds: dict[str, KindConfig] = MISSING
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)
     data_prep: DataPrepConfig = field(default_factory=DataPrepConfig)
     peak_tflops_per_device: Optional[float] = MISSING
     services: ServicesConfig = field(default_factory=ServicesConfig)
@@ -80,10 +166,8 @@ class OrchestrationConfig:
         if self.failure_lines < 1:
             raise ConfigError(f"{where}.failure_lines: must be >= 1, got {self.failure_lines}")
         for name, kind in self.kinds.items():
-            if kind.module is None and not kind.available_with:
-                raise ConfigError(f"{where}.kinds.{name}: a kind without a module needs available_with")
-            if kind.module is not None and not kind.code:
-                raise ConfigError(f"{where}.kinds.{name}.code: list the job's code (it enters the step key)")
+            kind.check(f"{where}.kinds.{name}")
+        self.claims.check(f"{where}.claims")
         if not self.data_prep.timeout_s > 0:
             raise ConfigError(f"{where}.data_prep.timeout_s: must be > 0, got {self.data_prep.timeout_s}")
         self.services.check(f"{where}.services")

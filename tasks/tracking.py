@@ -5,9 +5,10 @@
 - a child run per step, tagged `mimovl.step`, `mimovl.step_key`, `mimovl.input_checkpoint`,
   `mimovl.input_run_id`, `mimovl.output_checkpoint`, `mimovl.git_sha`, with the flattened step config as
   params and the resolved config and job log as artifacts; the job logs its step metrics into it;
-- lineage through MLflow 3 logged models: the run that produced a checkpoint outputs a logged model
-  (tagged with the checkpoint's URI and digest), and each run that starts from that checkpoint logs the
-  model as an input (`get_run(id).inputs.model_inputs`).
+- lineage through MLflow 3 logged models: the run that produced an output (a checkpoint, or an artifact
+  set such as evaluation scores: its model_type) outputs a logged model tagged with the output's URI and
+  digest, and each run that starts from that output logs the model as an input
+  (`get_run(id).inputs.model_inputs`).
 
 Everything goes through one MlflowClient with explicit run ids (no fluent API: its active-run stack is
 per thread, and Prefect runs tasks in a thread pool). MLflow is imported when a Tracker is made.
@@ -151,15 +152,16 @@ class Tracker:
 
     # ------------------------------------------------------------------------------------------ lineage
 
-    def log_output_checkpoint(self, run_id: str, experiment_id: str, step: str, uri: str, digest: str,
-                              step_key: str) -> str:
-        """A logged model standing for the checkpoint `run_id` produced; returns its id."""
+    def log_output(self, run_id: str, experiment_id: str, step: str, uri: str, digest: str, step_key: str,
+                   output_type: str) -> str:
+        """A logged model standing for the output (a checkpoint or an artifact set, `output_type`)
+        `run_id` produced; returns its id."""
         from mlflow.entities import LoggedModelOutput
 
         model = self.client.create_logged_model(
-            experiment_id, name=step, source_run_id=run_id, model_type="checkpoint",
+            experiment_id, name=step, source_run_id=run_id, model_type=output_type,
             tags={"mimovl.checkpoint_uri": uri, "mimovl.checkpoint_digest": digest, "mimovl.step_key": step_key,
-                  "mimovl.step": step})
+                  "mimovl.step": step, "mimovl.output_type": output_type})
         self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
         self.client.finalize_logged_model(model.model_id, "READY")
         self.set_tags(run_id, {OUTPUT_MODEL_TAG: model.model_id})

@@ -6,12 +6,20 @@ import pytest
 from conf import ConfigError
 from flows.dag import PipelineError, descendants, parse_steps
 from flows.plan import build_plan
-from tasks.orchestration_config import KindConfig
+from tasks.orchestration_config import KindConfig, ResourcesConfig
+
+
+def kind(module: str | None, available_with: str | None, step_keys: list[str], output: str) -> KindConfig:
+    return KindConfig(module=module, available_with=available_with, code=["training"] if module else [],
+                      step_keys=step_keys, config={"stage": "stages.{stage}"} if module else {}, schema=None,
+                      output=output, input="checkpoint", split="pretrain", precision=None,
+                      resources=ResourcesConfig(device="auto"))
+
 
 KINDS = {
-    "pretrain": KindConfig(module="training.pretrain", code=["training"], available_with=None),
-    "evaluate": KindConfig(module=None, code=[], available_with="[Evaluation]"),
-    "grpo": KindConfig(module=None, code=[], available_with="[MORL]"),
+    "pretrain": kind("training.pretrain", None, ["stage"], "checkpoint"),
+    "evaluate": kind(None, "[Evaluation]", [], "artifacts"),
+    "grpo": kind(None, "[MORL]", [], "checkpoint"),
 }
 
 
@@ -31,7 +39,7 @@ def test_steps_come_in_dependency_order_whatever_the_file_order():
     assert order.index("a") < order.index("side")
     assert descendants(steps, "b") == ["c"]
     assert sorted(descendants(steps, "a")) == ["b", "c", "side"]
-    assert steps[order.index("b")].stage == "s2"
+    assert steps[order.index("b")].options["stage"] == "s2"
 
 
 def test_unknown_from_names_the_step_and_the_known_steps():

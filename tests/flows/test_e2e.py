@@ -162,7 +162,7 @@ def test_a_stage3_override_reruns_stage3_onward_only(first_run, prefect_services
 
 def test_a_failing_job_fails_at_once_with_its_last_lines(first_run, prefect_services, runs):
     # A split the data set does not have: the job fails reading its data, a deterministic error.
-    run = run_pipeline(prefect_services, runs, "orchestration.data_prep.split=no_such_split",
+    run = run_pipeline(prefect_services, runs, "orchestration.kinds.pretrain.split=no_such_split",
                        "orchestration.launch_retry_delay_s=0")
     assert run.returncode != 0
     failed = summary(runs, run)

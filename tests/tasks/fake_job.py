@@ -31,7 +31,7 @@ import yaml
 
 def ok_result(metrics: dict[str, float]) -> dict:
     return {"status": "ok", "output_uri": "file:///tmp/fake-checkpoint", "output_digest": "sha256:" + "0" * 64,
-            "tokens_seen": 1234, "wall_time_s": 0.5, "metrics": metrics, "job": "fake"}
+            "tokens_seen": 1234, "wall_time_s": 0.5, "metrics": metrics, "resumed": False, "job": "fake"}
 
 
 def write_json(path: str, data: dict) -> None:
@@ -90,8 +90,11 @@ def main() -> int:
         rank, world = dist.get_rank(), dist.get_world_size()
         value = torch.tensor([float(rank + 1)])
         dist.all_reduce(value)
-        print(f"rank {rank}/{world} local_rank {args.local_rank} env LOCAL_RANK {os.environ.get('LOCAL_RANK')} "
-              f"all_reduce {value.item()}", flush=True)
+        # One write per line: under `python -u` print() writes the text and its newline separately, and the
+        # ranks share the runner's output pipe, so their lines could interleave mid-line.
+        sys.stdout.write(f"rank {rank}/{world} local_rank {args.local_rank} env LOCAL_RANK "
+                         f"{os.environ.get('LOCAL_RANK')} all_reduce {value.item()}\n")
+        sys.stdout.flush()
         if rank == 0:
             write_json(args.result, ok_result({"allreduce_sum": value.item(), "world_size": float(world)}))
         dist.barrier()

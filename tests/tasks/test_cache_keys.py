@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,10 @@ import pytest
 
 from conf import REPO_ROOT, ConfigError
 from flows.plan import build_plan
-from tasks.cache_keys import code_version, step_key
+from tasks.cache_keys import LEFT_OUT, code_version, key_material, params_of, step_key
 
 DIGEST_A, DIGEST_B = "a" * 64, "b" * 64
+ONE_CPU = {"world_size": 1, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,14 @@ def stage3_config(plan):
     return plan.step_config(plan.by_name["stage3"], data_uri="/data/synthetic-1", input_checkpoint="file:///s/stage2/k")
 
 
-def key_of(config, input_digest=DIGEST_A, data_digest=DIGEST_B, code="c" * 64):
-    return step_key(config, input_digest, data_digest, code)
+def key_of(config, input_digest=DIGEST_A, data_digest=DIGEST_B, code="c" * 64, resources=ONE_CPU):
+    return step_key(config, input_digest, data_digest, code, resources=resources)
+
+
+def plan_key(plan, name: str) -> str:
+    """The key of step `name` of `plan` as run_step computes it (its resources included)."""
+    config = plan.step_config(plan.by_name[name], data_uri="/d", input_checkpoint=None)
+    return key_of(config, resources=plan.resources[name].key_material())
 
 
 def changed(config: dict, dotted: str, value) -> dict:
@@ -47,7 +55,9 @@ from flows.plan import build_plan
 from tasks.cache_keys import step_key
 plan = build_plan("smoke")
 config = plan.step_config(plan.by_name["stage3"], data_uri="/data/x", input_checkpoint="file:///s/stage2/k")
-print(json.dumps([step_key(config, "a" * 64, "b" * 64, plan.code_versions["pretrain"]), plan.code_versions]))
+resources = plan.resources["stage3"].key_material()
+keys = [step_key(config, "a" * 64, data, plan.code_versions["pretrain"], resources=resources) for data in ("b" * 64, "e" * 64)]
+print(json.dumps([keys, plan.code_versions]))
 """
 
 
@@ -59,9 +69,12 @@ def test_keys_are_equal_across_processes(plan, stage3_config):
                               text=True, check=True)
         outputs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert outputs[0] == outputs[1]
+    (key, other_data_key), _ = outputs[0]
     here = plan.step_config(plan.by_name["stage3"], data_uri="/data/x", input_checkpoint="file:///s/stage2/k")
-    assert outputs[0][0] == step_key(here, DIGEST_A, DIGEST_B, plan.code_versions["pretrain"])
-    assert len(outputs[0][0]) == 64 and int(outputs[0][0], 16) >= 0
+    assert key == step_key(here, DIGEST_A, DIGEST_B, plan.code_versions["pretrain"],
+                           resources=plan.resources["stage3"].key_material())
+    assert re.fullmatch(r"[0-9a-f]{64}", key) and re.fullmatch(r"[0-9a-f]{64}", other_data_key)  # sha256 hex
+    assert other_data_key != key  # another data digest, another key
 
 
 @pytest.mark.parametrize("dotted, value", [
@@ -92,6 +105,64 @@ def test_where_and_under_which_run_a_step_runs_leaves_the_key(stage3_config, dot
     assert key_of(changed(stage3_config, dotted, value)) == key_of(stage3_config)
 
 
+@pytest.mark.parametrize("dotted, value", [
+    ("stage.log_every", 1),
+    ("stage.checkpoint_every", 1),
+    ("stage.packing.prefetch_batches", 7),
+    ("stage.probe_batches", 0),
+    ("stage.probe_split", "eval"),
+    ("stage.checkpoint_keep", 5),
+    ("stage.deepspeed.steps_per_print", 10),
+    ("stage.deepspeed.wall_clock_breakdown", True),
+    ("peak_tflops_per_device", 989.0),
+])
+def test_how_a_step_reports_and_checkpoints_leaves_the_key(stage3_config, dotted, value):
+    assert key_of(changed(stage3_config, dotted, value)) == key_of(stage3_config)
+
+
+def test_world_size_device_and_precision_enter_the_key(stage3_config):
+    base = key_of(stage3_config)
+    assert key_of(stage3_config, resources={"world_size": 2, "device": "cpu"}) != base
+    assert key_of(stage3_config, resources={"world_size": 1, "device": "cuda"}) != base
+    assert key_of(changed(stage3_config, "stage.precision", "bf16")) != base
+
+
+def test_the_plan_resolves_resources_into_the_key():
+    base = build_plan("smoke")
+    assert base.resources["stage1"].key_material() == {"world_size": 1, "device": "cpu"}
+    assert base.resources["stage1"].precision == "fp32"  # auto on a CPU
+    two = build_plan("smoke", ["+pipeline.steps.stage1.resources={runner: torchrun, nproc_per_node: 2}"])
+    assert two.resources["stage1"].world_size == 2 and two.resources["stage1"].launcher.resolved_runner == "torchrun"
+    assert plan_key(two, "stage1") != plan_key(base, "stage1")
+    assert plan_key(two, "stage2") == plan_key(base, "stage2")  # a step's resources are its own
+    # auto resolves to the precision the job will use: writing it out changes nothing
+    explicit = build_plan("smoke", ["stages.stage1_projector_warmup.precision=fp32"])
+    assert plan_key(explicit, "stage1") == plan_key(base, "stage1")
+    # the launcher's own settings that do not change the output leave the key
+    assert plan_key(build_plan("smoke", ["launcher.timeout_s=60", "launcher.runner=python"]), "stage1") == \
+        plan_key(base, "stage1")
+
+
+def test_one_list_of_left_out_fields_serves_the_key_and_the_params(stage3_config):
+    material, params = key_material(stage3_config), params_of(stage3_config)
+
+    def has(config, dotted):
+        node = config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    present = [field for field in LEFT_OUT if has(stage3_config, field.path)]
+    assert {f.path for f in present} >= {"stage.log_every", "stage.checkpoint_every", "stage.probe_batches",
+                                         "stage.packing.prefetch_batches", "peak_tflops_per_device", "tracking"}
+    for field in present:
+        assert not has(material, field.path), field.path
+        assert has(params, field.path) == field.param, field.path
+    assert has(material, "stage.optim.lr") and has(params, "stage.optim.lr")
+
+
 def test_input_checkpoint_data_and_code_enter_the_key(stage3_config):
     base = key_of(stage3_config)
     assert key_of(stage3_config, input_digest=DIGEST_B) != base
@@ -103,8 +174,7 @@ def test_input_checkpoint_data_and_code_enter_the_key(stage3_config):
 def test_a_stage3_override_changes_only_stage3s_own_config():
     base, tuned = build_plan("smoke"), build_plan("smoke", ["stages.stage3_multimodal.optim.lr=2e-5"])
     for name in ("stage1", "stage2", "stage3", "stage4"):
-        args = dict(data_uri="/d", input_checkpoint=None)
-        same = key_of(base.step_config(base.by_name[name], **args)) == key_of(tuned.step_config(tuned.by_name[name], **args))
+        same = plan_key(base, name) == plan_key(tuned, name)
         assert same == (name != "stage3"), name
     # stage4 changes too, through its input checkpoint's digest (tests/flows/test_e2e.py runs it).
 
@@ -113,8 +183,7 @@ def test_equal_values_of_another_type_give_the_same_key():
     """The schema normalises values: an int learning rate given as an override equals the float."""
     a = build_plan("smoke", ["stages.stage1_projector_warmup.optim.lr=1"])
     b = build_plan("smoke", ["stages.stage1_projector_warmup.optim.lr=1.0"])
-    args = dict(data_uri="/d", input_checkpoint=None)
-    assert key_of(a.step_config(a.by_name["stage1"], **args)) == key_of(b.step_config(b.by_name["stage1"], **args))
+    assert plan_key(a, "stage1") == plan_key(b, "stage1")
 
 
 # ------------------------------------------------------------------------------------ code version

@@ -229,7 +229,7 @@ def test_run_streams_lines_in_order_and_returns_the_result(tmp_path, caplog):
     assert FAKE_JOB in log_path.read_text().splitlines()[0]
     assert result == JobResult(status="ok", output_uri="file:///tmp/fake-checkpoint",
                                output_digest="sha256:" + "0" * 64, tokens_seen=1234, wall_time_s=0.5,
-                               metrics={"loss": 0.25, "lines": 30.0}, raw=result.raw)
+                               metrics={"loss": 0.25, "lines": 30.0}, resumed=False, raw=result.raw)
     assert result.raw["job"] == "fake"
 
 
@@ -278,7 +278,8 @@ def test_exit_0_with_a_bad_result_fails(tmp_path, mode, reason):
 
 def test_a_stale_result_from_an_earlier_run_is_not_taken(tmp_path):
     (tmp_path / "result.json").write_text(json.dumps({"status": "ok", "output_uri": None, "output_digest": None,
-                                                      "tokens_seen": 0, "wall_time_s": 1.0, "metrics": {}}))
+                                                      "tokens_seen": 0, "wall_time_s": 1.0, "metrics": {},
+                                                      "resumed": False}))
     with pytest.raises(JobFailed, match="wrote no result file"):
         run_fake(tmp_path, mode="no_result")
 
@@ -289,17 +290,19 @@ def test_a_stale_result_from_an_earlier_run_is_not_taken(tmp_path):
     ({"tokens_seen": 1.5}, "tokens_seen"),
     ({"metrics": {"loss": "low"}}, "metrics.loss"),
     ({"output_uri": 3}, "output_uri"),
+    ({"resumed": "no"}, "resumed"),
+    ({"resumed": None}, "resumed"),
 ])
 def test_result_schema_names_the_bad_key(data, key):
     valid = {"status": "ok", "output_uri": None, "output_digest": None, "tokens_seen": 0, "wall_time_s": 1.0,
-             "metrics": {}}
+             "metrics": {}, "resumed": False}
     with pytest.raises(ValueError, match=key):
         JobResult.from_dict(data if key == "missing keys" else {**valid, **data})
 
 
 def test_result_write_read_round_trip(tmp_path):
     result = JobResult(status="ok", output_uri="s3://b/ckpt", output_digest="abc", tokens_seen=7,
-                       wall_time_s=2.5, metrics={"loss": 1.0}, raw={"extra": [1, 2]})
+                       wall_time_s=2.5, metrics={"loss": 1.0}, resumed=True, raw={"extra": [1, 2]})
     result.write(tmp_path / "r.json")
     assert JobResult.read(tmp_path / "r.json") == JobResult(**{**result.__dict__, "raw": result.to_dict()})
 
@@ -389,9 +392,9 @@ def test_two_ranks_through_the_deepspeed_runner(tmp_path, caplog):
     world = 2
     assert result.metrics == {"allreduce_sum": float(sum(range(1, world + 1))), "world_size": float(world)}
     lines = [r.getMessage() for r in caplog.records if r.name == "mimovl.job"]
-    for rank in range(world):
-        assert any(f"rank {rank}/{world} local_rank {rank} env LOCAL_RANK {rank} all_reduce 3.0" in line
-                   for line in lines), lines
+    # each rank's one line, exactly (the runner's own lines start otherwise)
+    assert sorted(line for line in lines if line.startswith("rank ")) == [
+        f"rank {rank}/{world} local_rank {rank} env LOCAL_RANK {rank} all_reduce 3.0" for rank in range(world)], lines
 
 
 def test_a_command_without_result_json_is_streamed_and_its_failure_carries_its_last_lines():

@@ -1,6 +1,9 @@
-"""One step at a time, without Prefect: run, cache, lineage and failures, with a stand-in job
-(tests/flows/fake_pretrain.py: the pretrain job's contract without torch) and MLflow on SQLite."""
+"""One step at a time, without Prefect: run, cache, lineage, resources, claims and failures, with a
+stand-in job (tests/flows/fake_pretrain.py: the pretrain job's contract without torch, run as a real
+process) and MLflow on SQLite."""
 from __future__ import annotations
+
+import threading
 
 import pytest
 from prefect.states import Failed
@@ -10,15 +13,23 @@ from flows.plan import build_plan
 from tasks import steps as steps_module
 from tasks.datasets import DataSet
 from tasks.launcher import JobFailed, LaunchError
-from tasks.steps import PipelineRun, run_step
+from storage.store import open_store
+from tasks.steps import PipelineRun, claim_owner, keyed_config, run_step
 from tasks.tracking import Tracker
+
+
+def fake_plan(tmp_path, *extra: str):
+    return build_plan("smoke", [f"runs_dir={tmp_path}", f"storage.root=file://{tmp_path}/store",
+                                "orchestration.kinds.pretrain.module=tests.flows.fake_pretrain",
+                                "orchestration.kinds.pretrain.code=[tests/flows/fake_pretrain.py]",  # the job's code
+                                "launcher.runner=python", "orchestration.claims.poll_s=0.1", *extra])
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     monkeypatch.delenv("FAKE_FAIL_STEP", raising=False)
-    plan = build_plan("smoke", [f"runs_dir={tmp_path}", f"storage.root=file://{tmp_path}/store",
-                                "orchestration.kinds.pretrain.module=tests.flows.fake_pretrain", "launcher.runner=python"])
+    monkeypatch.delenv("FAKE_STEP_SECONDS", raising=False)
+    plan = fake_plan(tmp_path)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     data = DataSet(name="synthetic", uri=str(data_dir), digest="d" * 64, key="k" * 64, split="pretrain",
@@ -28,14 +39,20 @@ def env(tmp_path, monkeypatch):
     return plan, data, tracker, experiment
 
 
-def new_pipeline_run(tracker: Tracker, experiment: str) -> PipelineRun:
-    return PipelineRun(experiment, tracker.start_run(experiment, "pipeline", {}), "flow-run-id")
+def new_pipeline_run(tracker: Tracker, experiment: str, flow_run_id: str = "flow-run-id") -> PipelineRun:
+    return PipelineRun(experiment, tracker.start_run(experiment, "pipeline", {}), flow_run_id)
 
 
-def run(plan, name, data, upstream, pipeline_run, tracker, lines=None):
+def run(plan, name, data, upstream, pipeline_run, tracker, lines=None, logged=None):
     lines = [] if lines is None else lines
+    logged = [] if logged is None else logged
     return run_step(plan, plan.by_name[name], data, upstream, pipeline_run, tracker, on_line=lines.append,
-                    log=lambda _: None)
+                    log=logged.append)
+
+
+def progress(name: str, total: int) -> list[str]:
+    """The fake job's progress lines for a run of `total` steps from the start."""
+    return [f"[{name}] step {n}/{total} loss {1.0 / n:.4f} tokens/s 1000 ETA 0s" for n in range(1, total + 1)]
 
 
 def test_a_step_runs_then_is_cached_with_lineage_to_the_next(env, monkeypatch):
@@ -44,7 +61,7 @@ def test_a_step_runs_then_is_cached_with_lineage_to_the_next(env, monkeypatch):
     lines: list[str] = []
     s1 = run(plan, "stage1", data, None, first, tracker, lines)
     assert s1.status == "ran" and s1.source_run_id == s1.run_id and s1.model_id
-    assert any(line.startswith("[stage1] step 4/4 loss") for line in lines)  # streamed
+    assert [line for line in lines if line.startswith("[stage1] step ")] == progress("stage1", 4)  # streamed
     assert s1.output_uri.endswith(f"/stage1/{s1.step_key}")
     s2 = run(plan, "stage2", data, s1, first, tracker)
 
@@ -107,3 +124,101 @@ def test_only_launch_errors_are_retried():
     assert retry_launch_errors(None, None, Failed(data=LaunchError("cannot start job")))
     assert not retry_launch_errors(None, None, Failed(data=JobFailed("job failed", None, 1, ["boom"])))
     assert not retry_launch_errors(None, None, Failed(data=ValueError("bug")))
+
+
+def no_job(*args, **kwargs):
+    raise AssertionError("a cached step launched a job")
+
+
+def test_a_changed_log_every_is_a_cache_hit(env, tmp_path, monkeypatch):
+    plan, data, tracker, experiment = env
+    first = run(plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker)
+    assert first.status == "ran"
+    monkeypatch.setattr(steps_module, "run_job", no_job)
+    quieter = fake_plan(tmp_path, "stages.stage1_projector_warmup.log_every=1",
+                        "stages.stage1_projector_warmup.checkpoint_every=1")
+    again = run(quieter, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker)
+    assert (again.status, again.step_key, again.source_run_id) == ("cached", first.step_key, first.run_id)
+    # the cached run's params say how it was asked to run
+    assert tracker.client.get_run(again.run_id).data.params["stage.log_every"] == "1"
+
+
+def test_a_1_process_checkpoint_is_no_cache_hit_for_a_2_process_request(env, tmp_path):
+    plan, data, tracker, experiment = env
+    one = run(plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker)
+    two_plan = fake_plan(tmp_path, "+pipeline.steps.stage1.resources={runner: torchrun, nproc_per_node: 2}")
+    lines: list[str] = []
+    two = run(two_plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker, lines)
+    assert one.status == "ran" and two.status == "ran"  # not a cache hit
+    assert two.step_key != one.step_key and two.output_uri != one.output_uri
+    assert (one.metrics["world_size"], two.metrics["world_size"]) == (1.0, 2.0)  # each ran as requested
+    assert sorted(line for line in lines if line.startswith("[stage1] step 4/4")) == [progress("stage1", 4)[-1]] * 2
+    params = tracker.client.get_run(two.run_id).data.params
+    assert (params["resources.world_size"], params["resources.device"], params["resources.runner"]) == (
+        "2", "cpu", "torchrun")
+
+
+def test_resumed_comes_from_the_jobs_result(env):
+    plan, data, tracker, experiment = env
+    _, key = keyed_config(plan, plan.by_name["stage1"], data, None)
+    work = plan.work_dir(plan.by_name["stage1"], key)
+    (work / "deepspeed").mkdir(parents=True)
+    (work / "deepspeed" / "latest").write_text("2")  # what an interrupted run of this key left
+    lines: list[str] = []
+    resumed = run(plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker, lines)
+    assert resumed.status == "ran" and resumed.resumed and resumed.work_dir == str(work)
+    assert [line for line in lines if line.startswith("[stage1] step ")] == progress("stage1", 4)[2:]
+    assert tracker.client.get_run(resumed.run_id).data.tags["mimovl.resumed"] == "true"
+    fresh = run(plan, "stage2", data, resumed, new_pipeline_run(tracker, experiment), tracker)
+    assert not fresh.resumed and tracker.client.get_run(fresh.run_id).data.tags["mimovl.resumed"] == "false"
+
+
+def test_two_runs_of_one_key_at_once_run_one_job_and_share_its_output(env, monkeypatch):
+    plan, data, tracker, experiment = env
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.5")  # long enough for the second run to find the claim
+    launched: list[str] = []
+    real_run_job = steps_module.run_job
+
+    def counting_run_job(launcher, module, config_path, *args, **kwargs):
+        launched.append(str(config_path))
+        return real_run_job(launcher, module, config_path, *args, **kwargs)
+
+    monkeypatch.setattr(steps_module, "run_job", counting_run_job)
+    outcomes: dict[str, object] = {}
+    logs: dict[str, list[str]] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+
+    def one_flow_run(name: str) -> None:
+        try:
+            pipeline_run = new_pipeline_run(Tracker(plan.tracking), experiment, f"flow-run-{name}")
+            outcomes[name] = run(plan, "stage1", data, None, pipeline_run, Tracker(plan.tracking), logged=logs[name])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_flow_run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    ran = [name for name, o in outcomes.items() if o.status == "ran"]
+    cached = [name for name, o in outcomes.items() if o.status == "cached"]
+    assert len(ran) == 1 and len(cached) == 1, {n: o.status for n, o in outcomes.items()}
+    runner, waiter = outcomes[ran[0]], outcomes[cached[0]]
+    assert len(launched) == 1  # one job, so one user of the work folder
+    assert waiter.output_uri == runner.output_uri and waiter.output_digest == runner.output_digest
+    assert waiter.source_run_id == runner.run_id
+    owner = claim_owner(PipelineRun(experiment, "", f"flow-run-{ran[0]}"))
+    assert f"step stage1: waiting for {owner} (it holds the claim on {runner.output_uri})" in logs[cached[0]]
+    assert open_store(plan.storage).claim_info(runner.output_uri) is None  # released when the job was done
+
+
+def test_a_claim_whose_owner_crashed_is_taken_over_when_its_lease_runs_out(env):
+    plan, data, tracker, experiment = env
+    _, key = keyed_config(plan, plan.by_name["stage1"], data, None)
+    uri = plan.output_uri(plan.by_name["stage1"], key)
+    assert open_store(plan.storage).try_claim(uri, "a crashed flow run", lease_s=1.0) is not None  # never renewed
+    logged: list[str] = []
+    outcome = run(plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker, logged=logged)
+    assert outcome.status == "ran" and outcome.output_uri == uri
+    assert f"step stage1: waiting for a crashed flow run (it holds the claim on {uri})" in logged
