@@ -9,12 +9,18 @@
 3. Submit every step as a task that waits for the step it starts from: independent branches run at the
    same time. Each step is cached by its key or runs its job (tasks/steps.py); Prefect retries a step
    only when its job could not be started (LaunchError).
-4. Publish a markdown artifact (steps, ran/cached, checkpoints, MLflow links) and a JSON summary under
+4. Publish a markdown artifact (steps, ran/cached, outputs, MLflow links) and a JSON summary under
    <runs_dir>/<summaries_dir>/<flow run id>.json; fail the flow run if a step failed.
+
+Without a deployment or worker, `python -m flows.pipeline [PIPELINE] [OVERRIDE ...]` runs the flow in
+this process against the project's local Prefect server (flows/services.py: started unless it already
+runs, like `make demo-services`; `make stop` stops it), so a run still shows in the Prefect UI and no
+temporary server has to start within Prefect's timeout.
 """
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -178,9 +184,14 @@ def _publish(plan: PipelinePlan, summary: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{summary['flow_run_id']}.json"
     path.write_text(json.dumps(summary, indent=1, sort_keys=True), encoding="utf-8")
-    create_markdown_artifact(markdown=render_markdown(summary), key=f"{FLOW_NAME}-{plan.pipeline}".lower(),
+    create_markdown_artifact(markdown=render_markdown(summary), key=artifact_key(plan.pipeline),
                              description=f"mimovl pipeline {plan.pipeline}: steps, checkpoints, MLflow runs")
     return path
+
+
+def artifact_key(pipeline: str) -> str:
+    """The run's markdown artifact key: Prefect allows only lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{FLOW_NAME}-{pipeline}".lower())
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -194,7 +205,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"- MLflow parent run: {_link(parent, mlflow['parent_run_id'])} ({mlflow['tracking_uri']})",
         f"- wall time: {summary['flow_wall_time_s']:.1f} s (jobs: {summary['jobs_wall_time_s']:.1f} s)",
         "",
-        "| step | kind | status | key | checkpoint | MLflow run | job time |",
+        "| step | kind | status | key | output | MLflow run | job time |",
         "|---|---|---|---|---|---|---|",
     ]
     for step in summary["steps"]:
@@ -214,7 +225,41 @@ def _link(target: str, text: str) -> str:
     return f"[{text}]({target})" if target.startswith("http") else f"`{text}`"
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.pipeline [PIPELINE] [OVERRIDE ...]` (see the module docstring); the exit code is 0
+    when the pipeline completed, 1 when a step failed, 2 for a config error."""
+    import os
     import sys
 
-    mimovl(pipeline=sys.argv[1] if len(sys.argv) > 1 else "full", overrides=sys.argv[2:])
+    from conf import ConfigError
+    from flows.demo import render_summary
+    from flows.services import TELEMETRY_OFF, LocalServices
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    pipeline = args.pop(0) if args and "=" not in args[0] else "full"
+    os.environ.update(TELEMETRY_OFF)
+    try:
+        services = LocalServices.from_config(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = services.start_prefect_server()
+    print(f"Prefect server {services.prefect_url}: {'started' if started else 'already running'} "
+          f"(`make stop` stops it)", flush=True)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: services.api_url}):
+        try:
+            summary = mimovl(pipeline=pipeline, overrides=args)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except PipelineFailed as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    print(render_summary(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
