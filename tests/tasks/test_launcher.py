@@ -409,3 +409,55 @@ def test_a_command_without_result_json_is_streamed_and_its_failure_carries_its_l
     with pytest.raises(JobFailed) as failed:
         failing.wait_exit()
     assert failed.value.returncode == 3 and failed.value.tail == ["half way"]
+
+
+# --------------------------------------------------------------------------------------------- resources
+
+
+def write_hostfile(tmp_path: Path) -> str:
+    path = tmp_path / "hostfile"
+    path.write_text("# nodes\nworker-0 slots=8\nworker-1 slots=8\nworker-2 slots=4\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("multinode, nproc, expected", [
+    ({"num_nodes": 2}, 4, 8),                         # both given: no hostfile needed
+    ({"num_nodes": -1}, -1, 20),                      # every node, every slot
+    ({"num_nodes": 2}, -1, 16),                       # the first two nodes' slots
+    ({"num_nodes": -1}, 2, 6),                        # two per node on the three nodes
+    ({"include": "worker-0@worker-2:0,1"}, -1, 10),   # all of worker-0, two slots of worker-2
+    ({"exclude": "worker-1@worker-0:0"}, -1, 11),     # worker-1 gone, one slot of worker-0 gone
+])
+def test_world_size_counts_the_ranks_the_runner_starts(tmp_path, multinode, nproc, expected):
+    cfg = multinode_cfg({"hostfile": write_hostfile(tmp_path), **multinode}, nproc_per_node=nproc)
+    assert launcher.world_size(cfg) == expected
+
+
+def test_world_size_needs_a_readable_hostfile_only_when_it_counts(tmp_path):
+    assert launcher.world_size(multinode_cfg({"num_nodes": 3}, nproc_per_node=8)) == 24  # /etc/hosts.ds unread
+    with pytest.raises(ConfigError, match=r"launcher.multinode.hostfile: cannot read /etc/hosts.ds"):
+        launcher.world_size(multinode_cfg())
+    with pytest.raises(ConfigError, match=r"multinode.num_nodes: 5 nodes, but .* gives 3"):
+        launcher.world_size(multinode_cfg({"hostfile": write_hostfile(tmp_path), "num_nodes": 5}, nproc_per_node=-1))
+    assert launcher.world_size(python_cfg()) == 1
+
+
+def test_step_resources_replace_the_launchers_own(tmp_path):
+    base = python_cfg()
+    two = launcher.with_resources(base, launcher=None, runner="torchrun", nproc_per_node=2, nodes=1, where="step")
+    assert (two.name, two.resolved_runner, two.nproc_per_node, two.timeout_s) == ("local", "torchrun", 2, 60)
+    multi = launcher.with_resources(base, launcher="multinode", runner=None, nproc_per_node=4, nodes=2, where="step")
+    assert (multi.name, multi.multinode.num_nodes, launcher.world_size(multi)) == ("multinode", 2, 8)
+    with pytest.raises(ConfigError, match=r"step.nodes: launcher 'local' runs on this node only"):
+        launcher.with_resources(base, launcher=None, runner=None, nproc_per_node=None, nodes=2, where="step")
+    with pytest.raises(ConfigError, match=r"step.nproc_per_node: runner 'python' starts exactly one process"):
+        launcher.with_resources(base, launcher=None, runner="python", nproc_per_node=2, nodes=None, where="step")
+    assert launcher.on_cpu(base).env == {"CUDA_VISIBLE_DEVICES": ""} and base.env == {}
+
+
+def test_device_auto_is_what_the_job_will_see():
+    assert launcher.resolve_device(multinode_cfg(), "auto", "step") == "cuda"  # DeepSpeed's GPU slots
+    hidden = launcher.on_cpu(python_cfg())
+    assert launcher.resolve_device(hidden, "auto", "step") == "cpu"
+    with pytest.raises(ConfigError, match=r"step.device: cuda, but the job could see no CUDA device"):
+        launcher.resolve_device(hidden, "cuda", "step")
