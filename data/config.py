@@ -12,9 +12,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from conf import CONF_DIR, ConfigError, load_group, validated
 
-SPLITS = ("pretrain", "rl", "eval")
+SPLITS = ("pretrain", "heldout", "rl", "eval")
 # Generation order: the held-out splits first, so they do not depend on the pre-training split's size.
-GENERATION_ORDER = ("eval", "rl", "pretrain")
+GENERATION_ORDER = ("eval", "rl", "heldout", "pretrain")
+# Splits whose samples carry the assistant answer (training-style samples); rl and eval hold prompts +
+# targets. "heldout" is never trained on: the stages measure their probe loss on it.
+ANSWERED_SPLITS = ("pretrain", "heldout")
 SHAPE_KINDS = ("circle", "square", "triangle")
 GRID = 3  # shapes sit in the cells of a 3x3 grid: the grid of the nine position words
 # Tasks whose samples have no verifiable target: pre-training only.
@@ -34,6 +37,7 @@ def _check_rgb(where: str, rgb: list[int]) -> None:
 @dataclass
 class SplitFractions:
     pretrain: float = MISSING
+    heldout: float = MISSING
     rl: float = MISSING
     eval: float = MISSING
 
@@ -41,6 +45,7 @@ class SplitFractions:
 @dataclass
 class TaskWeights:
     pretrain: dict[str, float] = MISSING
+    heldout: dict[str, float] = MISSING
     rl: dict[str, float] = MISSING
     eval: dict[str, float] = MISSING
 
@@ -180,7 +185,7 @@ class SynthConfig:
                     raise ConfigError(f"{where}.task_weights.{split}.{task}: unknown task (one of {TASKS})")
                 if weight < 0:
                     raise ConfigError(f"{where}.task_weights.{split}.{task}: expected >= 0, got {weight}")
-                if split != "pretrain" and task in UNTARGETED_TASKS and weight > 0:
+                if split not in ANSWERED_SPLITS and task in UNTARGETED_TASKS and weight > 0:
                     raise ConfigError(f"{where}.task_weights.{split}.{task}: '{task}' has no verifiable "
                                       f"target, so it cannot be an {split} prompt")
             if fractions[split] > 0 and not any(w > 0 for w in weights.values()):

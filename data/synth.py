@@ -4,7 +4,8 @@ Layout of DIR:
     <split>/shard-00000.jsonl      one Sample per line (data/schema.py)
     <split>/images/<id>-<k>.png    the k-th image of sample <id>, referenced as "images/<id>-<k>.png"
     manifest.json                  counts per split and task, sha256 of every file, one digest (last)
-Splits: "pretrain" (prompt + assistant answer + target), "rl" and "eval" (prompt + target, no answer).
+Splits: "pretrain" and "heldout" (prompt + assistant answer + target; heldout is never trained on: the
+stages' probe loss), "rl" and "eval" (prompt + target, no answer).
 No image and no prompt appears twice in the whole data set, so none is shared across splits: a drawn
 sample whose image or prompt already exists is drawn again, and the written data set is checked.
 The same seed, sample count and config give byte-identical files (and the same manifest digest).
@@ -28,7 +29,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from data.config import GENERATION_ORDER, SPLITS, ResizeSpec, SynthConfig, load_data_config, load_resize_spec
+from data.config import ANSWERED_SPLITS, GENERATION_ORDER, SPLITS, ResizeSpec, SynthConfig, load_data_config, load_resize_spec
 from data.manifest import MANIFEST_NAME, build_manifest, sha256_bytes, sha256_file, write_manifest
 from data.render import encode_png, render
 from data.schema import Sample
@@ -253,7 +254,7 @@ def _write(root: Path, samples: int, seed: int, cfg: SynthConfig, resize: Resize
             for ref, png, digest in zip(refs, pngs, digests):
                 (folder / ref).write_bytes(png)
                 files[f"{split}/{ref}"] = digest
-            writer.write(to_sample(draft, sample_id, refs, with_answer=split == "pretrain").to_json())
+            writer.write(to_sample(draft, sample_id, refs, with_answer=split in ANSWERED_SPLITS).to_json())
             tasks[task] += 1
             n_images += len(pngs)
         shards = writer.close()

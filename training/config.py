@@ -115,7 +115,7 @@ class StageConfig(TrainingConfig):
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     packing: PackingConfig = field(default_factory=PackingConfig)
     probe_batches: int = MISSING   # fixed batches whose loss is measured before and after the stage
-    probe_split: str = MISSING     # the data split they come from (held out: "eval")
+    probe_split: str = MISSING     # the data split they come from (held out: "heldout")
 
     def check(self, where: str) -> None:
         def fail(key: str, why: str) -> None:
@@ -193,8 +193,28 @@ def check_inputs(cfg: StepConfig) -> None:
 
     if cfg.input_checkpoint and not open_store(cfg.storage).exists(cfg.input_checkpoint):
         raise ConfigError(f"input_checkpoint: no checkpoint at {cfg.input_checkpoint} (no manifest.json there)")
-    if not data_storage(cfg).list(join(cfg.data.uri, cfg.data.split), ".jsonl"):
+    storage = data_storage(cfg)
+    if not storage.list(join(cfg.data.uri, cfg.data.split), ".jsonl"):
         raise ConfigError(f"data.uri: no *.jsonl shards in {cfg.data.uri} split {cfg.data.split!r}")
+    check_mixture_sources(cfg, storage)
+
+
+def check_mixture_sources(cfg: StepConfig, storage) -> None:
+    """Every source of the stage's mixture has samples in the training split and in the probe split (the data
+    set's manifest counts them per split and task): fails before the model is built, naming the sources."""
+    from data.manifest import load_manifest
+
+    splits = load_manifest(cfg.data.uri, storage).get("splits", {})
+    wanted = sorted(cfg.stage.mixture)
+    checks = [("stage.mixture", cfg.data.split)]
+    if cfg.stage.probe_batches:
+        checks.append(("stage.probe_split", cfg.stage.probe_split))
+    for key, split in checks:
+        tasks = (splits.get(split) or {}).get("tasks") or {}
+        missing = [task for task in wanted if not tasks.get(task)]
+        if missing:
+            raise ConfigError(f"{key}: split {split!r} of {cfg.data.uri}: stage.mixture names source(s) {missing} "
+                              f"with no sample there; it has {sorted(t for t, n in tasks.items() if n)}")
 
 
 def data_storage(cfg: StepConfig):

@@ -146,9 +146,9 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path, synth_cfg, resize_
 
 
 def test_held_out_splits_do_not_depend_on_the_pretraining_size(tmp_path, synth_cfg, resize_spec):
-    small = dataclasses.replace(synth_cfg, splits=dataclasses.replace(synth_cfg.splits, pretrain=0.5, rl=0.25,
+    small = dataclasses.replace(synth_cfg, splits=dataclasses.replace(synth_cfg.splits, pretrain=0.5, heldout=0.0, rl=0.25,
                                                                         eval=0.25))
-    big = dataclasses.replace(synth_cfg, splits=dataclasses.replace(synth_cfg.splits, pretrain=0.75, rl=0.125,
+    big = dataclasses.replace(synth_cfg, splits=dataclasses.replace(synth_cfg.splits, pretrain=0.75, heldout=0.0, rl=0.125,
                                                                       eval=0.125))
     a = generate(tmp_path / "a", 40, 1, small, resize_spec)
     b = generate(tmp_path / "b", 80, 1, big, resize_spec)
