@@ -25,6 +25,16 @@ _BOX_KEYED = re.compile(rf'"bbox_2d"\s*:\s*\[\s*({_N}){_SEP}({_N}){_SEP}({_N}){_
 _BOX_BARE = re.compile(rf"[\[(]\s*({_N}){_SEP}({_N}){_SEP}({_N}){_SEP}({_N})\s*[\])]")
 _POINT_KEYED = re.compile(rf'"(?:start_point|point_2d|point|coordinate)"\s*:\s*\[\s*({_N}){_SEP}({_N})\s*\]')
 _POINT_BARE = re.compile(rf"[\[(]\s*({_N}){_SEP}({_N})\s*[\])]")
+# MiMo-VL's evaluation parser (lmms-eval fork, _task_utils/eval_utils parse_bbox / parse_bbox_from_point):
+# a plain decimal per coordinate; no thousands separators, which would swallow the commas between coordinates.
+_COORD = r"-?\d+(?:\.\d+)?"
+_C = rf"\s*({_COORD})\s*"
+_GROUNDING = (
+    re.compile(rf"\[{_C},{_C},{_C},{_C}\]"),  # a box in [..] anywhere ("bbox_2d": [..] included)
+    re.compile(rf"\({_C},{_C},{_C},{_C}\)"),  # else a box in (..)
+    re.compile(rf"\[{_C},{_C}\]"),             # else a point in [..]
+    re.compile(rf"\({_C},{_C}\)"),             # else a point in (..)
+)
 _TIME = r"(?:\d+:)?\d+:\d+(?:\.\d+)?|\d+(?:\.\d+)?"
 _SPAN = re.compile(rf"\[\s*({_TIME}){_SEP}({_TIME})\s*\]")
 
@@ -147,6 +157,20 @@ def parse_point(text: str) -> tuple[float, ...] | None:
         return ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
     match = _POINT_BARE.search(text)
     return None if match is None else _floats(match.groups())
+
+
+def parse_grounding(text: str) -> tuple[float, float, float, float] | None:
+    """The box a grounding answer gives, read as MiMo-VL's evaluation does: the first [x1, y1, x2, y2] in the
+    text, else the first (x1, y1, x2, y2), else the first [x, y], else (x, y), a point being the zero-size box
+    (x, y, x, y). Coordinates as written (no normalisation here); None when there is none or it overflows."""
+    for pattern in _GROUNDING:
+        match = pattern.search(text)
+        if match is not None:
+            values = _floats(match.groups())
+            if values is None:
+                return None
+            return values if len(values) == 4 else (values[0], values[1], values[0], values[1])
+    return None
 
 
 def parse_timestamp(text: str) -> float | None:

@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from rewards.geometry import giou, point_in_box, temporal_iou
+from rewards.geometry import giou, iou, point_in_box, point_in_polygon, temporal_iou
 
 
 def reference_giou(pred: np.ndarray, gold: np.ndarray) -> np.ndarray:
@@ -88,3 +88,60 @@ def test_point_in_box_edges():
     box = [0.0, 0.0, 10.0, 5.0]
     assert point_in_box(0.0, 0.0, box) and point_in_box(10.0, 5.0, box)
     assert not point_in_box(10.0001, 1.0, box) and not point_in_box(1.0, -0.0001, box)
+
+
+def reference_iou(pred: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Vectorised IoU in the style of torchvision.ops.box_iou (clamped intersection)."""
+    area_p = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
+    area_g = (gold[:, 2] - gold[:, 0]) * (gold[:, 3] - gold[:, 1])
+    wh = np.clip(np.minimum(pred[:, 2:], gold[:, 2:]) - np.maximum(pred[:, :2], gold[:, :2]), 0, None)
+    inter = wh[:, 0] * wh[:, 1]
+    return inter / (area_p + area_g - inter)
+
+
+def test_iou_matches_reference_on_random_boxes():
+    rng = np.random.default_rng(3)
+    pred, gold = random_boxes(rng, 20_000, True), random_boxes(rng, 20_000, False)
+    gold[:500] = pred[:500] + rng.uniform(-5, 5, size=(500, 4))
+    gold[:500, 2:] = np.maximum(gold[:500, 2:], gold[:500, :2] + 1)
+    ours = np.array([iou(p.tolist(), g.tolist()) for p, g in zip(pred, gold)])
+    np.testing.assert_allclose(ours, reference_iou(pred, gold), rtol=1e-12, atol=1e-12)
+    assert ours.min() >= 0.0 and ours.max() <= 1.0 and (ours[:500] > 0).sum() > 100
+
+
+def test_iou_hand_cases():
+    assert iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert iou([0, 0, 10, 10], [10, 0, 20, 10]) == 0.0   # touching edges: no area in common
+    assert iou([3, 3, 3, 3], [0, 0, 10, 10]) == 0.0      # a point has no area
+
+
+def test_point_in_polygon_matches_matplotlib_off_the_edges():
+    from matplotlib.path import Path as MplPath
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        count = int(rng.integers(3, 9))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, count))
+        radii = rng.uniform(5, 50, count)  # star-shaped, often concave
+        vertices = np.stack([100 + radii * np.cos(angles), 100 + radii * np.sin(angles)], axis=1)
+        path = MplPath(vertices, closed=False)
+        points = rng.uniform(40, 160, size=(50, 2))
+        expected = path.contains_points(points)
+        # a point within 1e-6 of an edge is where the two may differ (matplotlib leaves edges undefined)
+        near = MplPath(vertices).contains_points(points, radius=1e-6) != MplPath(vertices).contains_points(
+            points, radius=-1e-6)
+        ours = np.array([point_in_polygon(x, y, [tuple(v) for v in vertices]) for x, y in points])
+        assert (ours[~near] == expected[~near]).all()
+
+
+def test_point_in_polygon_edges_and_concavity():
+    # an L shape: the notch (6, 6) is outside, the arms are inside
+    shape = [(0, 0), (10, 0), (10, 4), (4, 4), (4, 10), (0, 10)]
+    assert point_in_polygon(2, 8, shape) and point_in_polygon(8, 2, shape)
+    assert not point_in_polygon(6, 6, shape) and not point_in_polygon(-0.001, 5, shape)
+    for vertex in shape:
+        assert point_in_polygon(*vertex, shape)
+    assert point_in_polygon(7, 4, shape) and point_in_polygon(4, 7, shape) and point_in_polygon(0, 5, shape)
+    triangle = [(0, 0), (10, 0), (0, 10)]
+    assert point_in_polygon(5, 5, triangle) and not point_in_polygon(5.01, 5.01, triangle)
