@@ -14,11 +14,11 @@ Every problem raises PipelineError naming the pipeline, the step and the key, be
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from conf import ConfigError, validated
 from tasks.orchestration_config import KindConfig, ResourcesConfig
+from tasks.plan import StepSpec
 
 PIPELINE_KEYS = ("name", "steps")
 COMMON_STEP_KEYS = ("kind", "from")
@@ -28,14 +28,6 @@ OPTIONAL_STEP_KEYS = ("resources",)
 class PipelineError(ConfigError):
     """The pipeline definition cannot run; the message names the step and key to fix."""
 
-
-@dataclass(frozen=True)
-class StepSpec:
-    name: str
-    kind: str
-    source: str | None          # `from:`: the step whose output this step starts from
-    options: dict[str, Any]     # the kind's own keys, e.g. {"stage": "stage1_projector_warmup"}
-    resources: ResourcesConfig  # the entry's `resources:` (null fields: the kind's defaults)
 
 
 def parse_steps(pipeline: Mapping[str, Any], kinds: Mapping[str, KindConfig]) -> list[StepSpec]:

@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment, flow_run
 
-from flows.plan import PipelinePlan, build_plan
-from tasks.datasets import DataSet, prepare_dataset
-from tasks.launcher import LaunchError, cancel_all
-from tasks.steps import PipelineRun, StepOutcome, run_step
+from flows.plan import build_plan
+from tasks.datasets import DataSet
+from tasks.launcher import cancel_all
+from tasks.pipeline_tasks import pipeline_step, prepare_data
+from tasks.plan import PipelinePlan
+from tasks.steps import PipelineRun, StepOutcome
 from tasks.tracking import Tracker
 
 FLOW_NAME = "mimovl"
@@ -42,31 +43,6 @@ FLOW_NAME = "mimovl"
 
 class PipelineFailed(RuntimeError):
     """One or more steps failed; the message names them and why."""
-
-
-def retry_launch_errors(task_, task_run, state) -> bool:
-    """Prefect's retry condition: retry only when the job could not be started (infrastructure)."""
-    error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
-    return isinstance(error, LaunchError)
-
-
-@task(name="prepare-data", cache_policy=NO_CACHE, retry_condition_fn=retry_launch_errors)
-def prepare_data(plan: PipelinePlan) -> DataSet:
-    logger = get_run_logger()
-    data = prepare_dataset(plan.config["data"], plan.orchestration.data_prep,
-                           plan.runs_dir / plan.orchestration.datasets_dir, plan.orchestration.key_chars,
-                           plan.code_versions["data_prep"], plan.launcher, on_line=logger.info)
-    logger.info("data set %s: %s (digest %s)", "generated" if data.generated else "reused", data.uri, data.digest[:12])
-    return data
-
-
-@task(name="step", cache_policy=NO_CACHE, retry_condition_fn=retry_launch_errors)
-def pipeline_step(plan: PipelinePlan, name: str, data: DataSet, upstream: StepOutcome | None,
-                  pipeline_run: PipelineRun) -> StepOutcome:
-    logger = get_run_logger()
-    tracker = Tracker(plan.tracking)
-    return run_step(plan, plan.by_name[name], data, upstream, pipeline_run, tracker, on_line=logger.info,
-                    log=logger.info)
 
 
 def _cancel_jobs(flow_, flow_run_, state) -> None:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -38,11 +38,9 @@ from tasks.cache_keys import params_of, step_key
 from tasks.datasets import DataSet
 from tasks.launcher import JobResult, run_job
 from tasks.orchestration_config import ClaimsConfig
+from tasks.plan import PipelinePlan, StepSpec
 from tasks.tracking import SOURCE_RUN_TAG, STATUS_TAG, Tracker, flatten, step_tags
 
-if TYPE_CHECKING:
-    from flows.dag import StepSpec
-    from flows.plan import PipelinePlan
 
 STEP_CONFIG_FILE = "step.yaml"
 RESULT_FILE = "result.json"

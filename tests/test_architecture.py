@@ -148,24 +148,14 @@ def strongly_connected(nodes: tuple[str, ...], successors: dict[str, set[str]]) 
     return components
 
 
-# Imports that close a package cycle and are tolerated because they are type-only (under TYPE_CHECKING,
-# never run): tasks/steps.py annotates with the flow's StepSpec and PipelinePlan. The test checks they
-# stay type-only; moving those types out of flows/ would let this list be emptied.
-TYPE_ONLY_IMPORTS = {("tasks.steps", "flows.dag"), ("tasks.steps", "flows.plan")}
-
-
-def project_graph(exclude_type_checking_imports: bool = False) -> grimp.ImportGraph:
-    return grimp.build_graph(*PACKAGES, cache_dir=None, exclude_type_checking_imports=exclude_type_checking_imports)
+def project_graph() -> grimp.ImportGraph:
+    """Every import between the project's modules, those under TYPE_CHECKING included (a type-only import
+    that closes a cycle is still a layering error)."""
+    return grimp.build_graph(*PACKAGES, cache_dir=None)
 
 
 def test_no_import_cycle_between_the_top_level_packages():
-    graph, runtime = project_graph(), project_graph(exclude_type_checking_imports=True)
-    for importer, imported in sorted(TYPE_ONLY_IMPORTS):
-        assert not runtime.direct_import_exists(importer=importer, imported=imported), (
-            f"{importer} imports {imported} at run time: TYPE_ONLY_IMPORTS tolerates it only under TYPE_CHECKING")
-        if graph.direct_import_exists(importer=importer, imported=imported):
-            graph.remove_import(importer=importer, imported=imported)
-    cycles = package_cycles(graph, PACKAGES)
+    cycles = package_cycles(project_graph(), PACKAGES)
     assert cycles == [], "import cycles between packages:\n" + "\n".join("; ".join(c) for c in cycles)
 
 

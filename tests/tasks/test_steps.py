@@ -8,7 +8,7 @@ import threading
 import pytest
 from prefect.states import Failed
 
-from flows.pipeline import retry_launch_errors
+from tasks.pipeline_tasks import retry_launch_errors
 from flows.plan import build_plan
 from tasks import steps as steps_module
 from tasks.datasets import DataSet
