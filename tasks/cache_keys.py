@@ -56,6 +56,7 @@ LEFT_OUT: tuple[LeftOut, ...] = (
     LeftOut("stage.deepspeed.steps_per_print", "DeepSpeed's own log cadence", param=True),
     LeftOut("stage.deepspeed.wall_clock_breakdown", "DeepSpeed's timing log", param=True),
     LeftOut("peak_tflops_per_device", "the MFU estimate's denominator", param=True),
+    LeftOut("system_metrics", "how often the job samples its machine's CPU, memory and GPU use", param=True),
 )
 
 

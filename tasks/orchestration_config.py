@@ -10,6 +10,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from conf import ConfigError
+from telemetry.system_metrics import SystemMetricsConfig
 
 
 OUTPUT_TYPES = ("checkpoint", "artifacts")
@@ -181,3 +182,7 @@ class TrackingConfig:
     artifact_location: Optional[str] = MISSING
     experiment_prefix: str = MISSING
     ui_url: Optional[str] = MISSING
+    system_metrics: SystemMetricsConfig = field(default_factory=SystemMetricsConfig)  # of every job's run
+
+    def check(self, where: str = "tracking") -> None:
+        self.system_metrics.check(f"{where}.system_metrics")

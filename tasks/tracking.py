@@ -15,6 +15,7 @@ per thread, and Prefect runs tasks in a thread pool). MLflow is imported when a 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -55,9 +56,8 @@ def resolve_artifact_location(location: str | None) -> str | None:
 
 def resolved_tracking(cfg: TrackingConfig) -> TrackingConfig:
     """The config with absolute local paths (so the job, in any working directory, finds the same store)."""
-    return TrackingConfig(tracking_uri=resolve_tracking_uri(cfg.tracking_uri),
-                          artifact_location=resolve_artifact_location(cfg.artifact_location),
-                          experiment_prefix=cfg.experiment_prefix, ui_url=cfg.ui_url)
+    return dataclasses.replace(cfg, tracking_uri=resolve_tracking_uri(cfg.tracking_uri),
+                               artifact_location=resolve_artifact_location(cfg.artifact_location))
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -11,6 +11,7 @@ from omegaconf import MISSING
 
 from conf import ConfigError
 from model.config import PARTS, ModelConfig
+from telemetry.system_metrics import SystemMetricsConfig
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -180,10 +181,13 @@ class StepConfig:
     storage: Any = None                   # conf/storage section (the store's own schema validates it)
     tracking: TrackingRef = field(default_factory=TrackingRef)
     peak_tflops_per_device: float | None = None   # for the MFU estimate on GPU (conf/launcher)
+    system_metrics: SystemMetricsConfig | None = None  # conf/tracking's sampling; null: none (a run by hand)
 
     def check(self, where: str) -> None:
         self.model.check(f"{where}: model")
         self.stage.check(f"{where}: stage")
+        if self.system_metrics is not None:
+            self.system_metrics.check(f"{where}: system_metrics")
 
 
 def check_inputs(cfg: StepConfig) -> None:

@@ -26,6 +26,7 @@ PROCESS_STARTED = time.time()  # the job's wall time (result.json) counts from h
 from pathlib import Path  # noqa: E402
 
 from conf import validated
+from telemetry.system_metrics import system_metrics
 from training.config import StepConfig, check_inputs
 from training.distributed import ensure_single_process_env, rank, world_size
 
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_single_process_env()
     cfg = load_step_config(args.config)
     check_inputs(cfg)
-    result = PretrainJob(cfg).fit()
+    with system_metrics(cfg.system_metrics, cfg.tracking.tracking_uri, cfg.tracking.run_id):
+        result = PretrainJob(cfg).fit()
     result["wall_time_s"] = time.time() - PROCESS_STARTED  # the job's, not only its training's
     if rank() == 0:
         tmp = Path(args.result).with_suffix(".tmp")
