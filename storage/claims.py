@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from storage.durable import fsync_dir, host_and_pid, locked_dir, unique_sibling, write_atomically
+from storage.durable import create_exclusively, fsync_dir, host_and_pid, locked_dir, write_atomically
 from storage.uri import StoreError, resolve_local, split_s3_prefix
 
 log = logging.getLogger(__name__)
@@ -195,7 +194,7 @@ class FileClaims:
                 write_atomically(path, record.to_bytes())
                 log.info("took over the expired claim on %s (was %s)", uri, current.owner if current else "unreadable")
             else:
-                self._create_exclusively(path, record.to_bytes())
+                create_exclusively(path, record.to_bytes())
         return record, None
 
     def renew(self, uri: str, record: _Record, handle: None, lease_s: float) -> tuple[_Record, None]:
@@ -221,19 +220,6 @@ class FileClaims:
         if current is None or not current.live():
             return None
         return ClaimInfo(current.owner, current.expires_at)
-
-    @staticmethod
-    def _create_exclusively(path: Path, data: bytes) -> None:
-        temp = unique_sibling(path, "new")
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(temp, path)  # fails if `path` exists; never shows a partly written record
-        finally:
-            temp.unlink(missing_ok=True)
-        fsync_dir(path.parent)
 
 
 # ----------------------------------------------------------------------------------------- s3://

@@ -53,20 +53,30 @@ def fsync_tree(folder: Path, relpaths: list[str] | None = None) -> None:
         fsync_dir(sub)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` as `path` all at once: a unique temp file, fsynced, renamed over `path`, folder fsynced."""
+def _write_then(path: Path, data: bytes, suffix: str, place) -> None:
+    """Write `data` to a unique fsynced temp sibling of `path`, `place(temp, path)` it, fsync the folder."""
     path = Path(path)
-    temp = unique_sibling(path, "tmp")
+    temp = unique_sibling(path, suffix)
     try:
         with open(temp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
+        place(temp, path)
+    finally:
         temp.unlink(missing_ok=True)
-        raise
     fsync_dir(path.parent)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` as `path` all at once: a unique temp file, fsynced, renamed over `path`, folder fsynced."""
+    _write_then(path, data, "tmp", os.replace)
+
+
+def create_exclusively(path: Path, data: bytes) -> None:
+    """Write `data` as `path` only if `path` does not exist (FileExistsError otherwise), all at once: the
+    fsynced temp file is hard-linked into place, so no reader ever sees a partly written file."""
+    _write_then(path, data, "new", os.link)
 
 
 @contextmanager
