@@ -57,6 +57,8 @@ LEFT_OUT: tuple[LeftOut, ...] = (
     LeftOut("stage.deepspeed.wall_clock_breakdown", "DeepSpeed's timing log", param=True),
     LeftOut("peak_tflops_per_device", "the MFU estimate's denominator", param=True),
     LeftOut("system_metrics", "how often the job samples its machine's CPU, memory and GPU use", param=True),
+    LeftOut("eval.download_dir", "where s3:// benchmark folders are cached on the node", param=True),
+    LeftOut("eval.compare", "evaluation.compare's settings: the eval job does not read them", param=True),
 )
 
 

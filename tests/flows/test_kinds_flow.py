@@ -55,7 +55,7 @@ def test_a_new_kind_is_planned_keyed_run_cached_and_recorded(prefect_services, t
     assert run.data.tags["mimovl.kind"] == "fake_scores" and run.data.tags["mimovl.output_type"] == "artifacts"
     assert run.data.tags["mlflow.parentRunId"] == first["mlflow"]["parent_run_id"]
     assert run.data.metrics["accuracy"] == scores["metrics"]["accuracy"]  # logged by the job itself
-    assert run.data.params["eval.max_new_tokens"] == "32" and run.data.params["data.split"] == "eval"
+    assert run.data.params["eval.generation.max_new_tokens"] == "64" and run.data.params["data.split"] == "eval"
     output = client.get_logged_model(scores["model_id"])
     assert output.model_type == "artifacts" and output.tags["mimovl.checkpoint_digest"] == scores["output_digest"]
     assert [m.model_id for m in run.inputs.model_inputs] == [stage1["model_id"]]  # lineage from stage1

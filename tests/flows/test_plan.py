@@ -62,11 +62,12 @@ def test_a_step_must_start_from_the_output_type_its_kind_reads():
 
 
 def test_rl_and_eval_overrides_reach_the_composed_config():
-    plan = build_plan("smoke", ["rl.rewards.chart.relative_tolerance=0.1", "eval.max_new_tokens=64",
-                                "eval.thinking=true"])
+    plan = build_plan("smoke", ["rl.rewards.chart.relative_tolerance=0.1", "eval.generation.max_new_tokens=16",
+                                "eval.generation.thinking=true"])
     assert plan.config["rl"]["rewards"]["chart"]["relative_tolerance"] == 0.1
     assert plan.config["rl"]["rewards"]["routes"]["math"] == {"fn": "math", "weight": 1.0}  # the rest as composed
-    assert (plan.config["eval"]["max_new_tokens"], plan.config["eval"]["thinking"]) == (64, True)
+    generation = plan.config["eval"]["generation"]
+    assert (generation["max_new_tokens"], generation["thinking"]) == (16, True)
 
 
 def test_orchestration_has_no_per_kind_branches():
