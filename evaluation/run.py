@@ -12,7 +12,8 @@ folders, items per benchmark, generation, gates) and the `scoring:` rules.
    `eval.max_samples` only the first items (for grouped items, e.g. MMBench's circular copies, the first
    groups, so a question is never cut from its copies).
 2. Generation: evaluation.generate.Generator on the checkpoint (batched greedy, KV cache, the recipe's
-   thinking on/off prompt form), one benchmark after the other, a progress line for each.
+   thinking on/off prompt form), one benchmark after the other (small ones joined into one call, so they
+   share batches), a progress line for each with the rates of its call.
 3. Scoring by the adapter's official rule; per benchmark the metric, score, n, 95% interval, `by` and the
    chance level when the adapter states one.
 Out, in the work folder and published as the step's artifact set (manifest last): predictions.jsonl (id,
@@ -143,6 +144,22 @@ def build_suite(cfg: StepConfig, suite_dir: Path) -> list[SuiteBenchmark]:
     return suite
 
 
+def generation_calls(suite: list[SuiteBenchmark], batch_size: int) -> list[list[SuiteBenchmark]]:
+    """The suite in consecutive runs of benchmarks, each run generated in one call: benchmarks are joined
+    until the run holds at least `batch_size` items, so small benchmarks (a few items each) share batches
+    instead of each decoding its own short one; a benchmark is never split, so its progress line comes
+    when its answers are in."""
+    calls: list[list[SuiteBenchmark]] = []
+    held = 0
+    for bench in suite:
+        if not calls or held >= batch_size:
+            calls.append([])
+            held = 0
+        calls[-1].append(bench)
+        held += len(bench.items)
+    return calls
+
+
 def chance_level(adapter: Benchmark, items: list[Item]) -> float | None:
     """The score of guessing, when the adapter states it (the synthetic ones do): a `chance` attribute, or
     a method of the benchmark's items (every item of its folder: the answer spaces are the benchmark's)."""
@@ -215,27 +232,32 @@ class EvalJob:
 
         rows: list[dict[str, Any]] = []
         scores: dict[str, dict[str, Any]] = {}
-        tokens = 0
-        for index, bench in enumerate(suite, start=1):
+        tokens, done = 0, 0
+        for calls in generation_calls(suite, cfg.eval.generation.batch_size):
             started = time.time()
-            generations = generator.generate([item.prompt for item in bench.items])
-            item_scores = []
-            for item, generation in zip(bench.items, generations):
-                scored = bench.adapter.score(item, generation.text)
-                item_scores.append(scored.score)
-                rows.append({"id": item.id, "benchmark": bench.name, "prompt": generation.prompt,
-                             "response": generation.text, "parsed": _jsonable(scored.parsed), "score": scored.score,
-                             "new_tokens": generation.new_tokens})
-            new_tokens = sum(g.new_tokens for g in generations)
-            tokens += new_tokens
-            result = report(bench, item_scores)
-            scores[bench.name] = {"metric": result.metric, "score": result.score, "n": result.n,
-                                  "ci95": list(result.ci95), "by": result.by,
-                                  "chance": chance_level(bench.adapter, bench.loaded)}
-            elapsed = max(time.time() - started, 1e-9)
-            print(f"[{cfg.step}] benchmark {index}/{len(suite)} {bench.name}: {result.metric} {result.score:.4f} "
-                  f"(n {result.n}, ci95 [{result.ci95[0]:.3f}, {result.ci95[1]:.3f}]) "
-                  f"{len(bench.items) / elapsed:.2f} samples/s {new_tokens / elapsed:.1f} tokens/s", flush=True)
+            answers = generator.generate([item.prompt for bench in calls for item in bench.items])
+            elapsed = max(time.time() - started, 1e-9)  # the rates of the call that generated these benchmarks
+            rates = (f"{len(answers) / elapsed:.2f} samples/s "
+                     f"{sum(g.new_tokens for g in answers) / elapsed:.1f} tokens/s")
+            generations = iter(answers)
+            for bench in calls:
+                done += 1
+                item_scores, new_tokens = [], 0
+                for item in bench.items:
+                    generation = next(generations)
+                    scored = bench.adapter.score(item, generation.text)
+                    item_scores.append(scored.score)
+                    new_tokens += generation.new_tokens
+                    rows.append({"id": item.id, "benchmark": bench.name, "prompt": generation.prompt,
+                                 "response": generation.text, "parsed": _jsonable(scored.parsed),
+                                 "score": scored.score, "new_tokens": generation.new_tokens})
+                tokens += new_tokens
+                result = report(bench, item_scores)
+                scores[bench.name] = {"metric": result.metric, "score": result.score, "n": result.n,
+                                      "ci95": list(result.ci95), "by": result.by,
+                                      "chance": chance_level(bench.adapter, bench.loaded)}
+                print(f"[{cfg.step}] benchmark {done}/{len(suite)} {bench.name}: {result.metric} {result.score:.4f} "
+                      f"(n {result.n}, ci95 [{result.ci95[0]:.3f}, {result.ci95[1]:.3f}]) {rates}", flush=True)
 
         failures = check_gate({name: s["score"] for name, s in scores.items()}, cfg.gate)
         failure = gate_message(cfg.step, failures) if failures else None

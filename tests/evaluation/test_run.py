@@ -15,7 +15,7 @@ import yaml
 
 from conf import REPO_ROOT
 from evaluation.benchmarks.base import Item
-from evaluation.run import first_items
+from evaluation.run import SuiteBenchmark, first_items, generation_calls
 from tests.evaluation.fixtures import mmbench_rows, write_mmbench_tsv
 
 DATA_SAMPLES = 300      # 30 in the eval split: 3 per synthetic task
@@ -212,3 +212,14 @@ def test_the_sample_cap_keeps_the_first_units_whole_groups_included():
     assert first_items(items, None) == items
     grouped = [item("1", "1"), item("2", "2"), item("1001", "1"), item("3", "3"), item("2001", "2")]
     assert [i.id for i in first_items(grouped, 2)] == ["1", "2", "1001", "2001"]
+
+
+def test_small_benchmarks_share_generation_calls_and_none_is_split():
+    def bench(name: str, n: int) -> SuiteBenchmark:
+        items = [item(f"{name}{i}") for i in range(n)]
+        return SuiteBenchmark(name, None, Path("."), items, items)  # type: ignore[arg-type]
+
+    suite = [bench("a", 3), bench("b", 3), bench("c", 10), bench("d", 1), bench("e", 2)]
+    calls = generation_calls(suite, batch_size=4)
+    assert [[b.name for b in call] for call in calls] == [["a", "b"], ["c"], ["d", "e"]]
+    assert [[b.name for b in call] for call in generation_calls(suite, batch_size=1)] == [[b.name] for b in suite]

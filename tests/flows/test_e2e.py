@@ -1,5 +1,6 @@
 """End to end: `prefect deployment run mimovl/full-pipeline` with pipeline=smoke on a real Prefect server
-and process worker, running the real pretrain job (one process per job: launcher.runner=python).
+and process worker, running the real pretrain and eval jobs (one process per job: launcher.runner=python):
+four stages, each evaluated (eval1..eval4) while the next one trains.
 
 The tests share one runs folder and build on each other in file order: the first run trains all four
 stages, the next ones reuse what it published.
@@ -20,6 +21,9 @@ from flows.services import DeploymentRun, LocalServices
 pytestmark = pytest.mark.slow
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
+EVALS = ["eval1", "eval2", "eval3", "eval4"]
+STEPS = [step for pair in zip(STAGES, EVALS) for step in pair]   # the plan's order: each stage, then its evaluation
+SMOKE_SAMPLES = 4   # conf/pipeline/smoke.yaml eval.max_samples
 DEADLINE_S = 300
 
 
@@ -45,6 +49,10 @@ def summary(runs: Path, run: DeploymentRun) -> dict:
 
 def statuses(summary_: dict) -> list[str]:
     return [step["status"] for step in summary_["steps"]]
+
+
+def status_of(summary_: dict) -> dict[str, str]:
+    return {step["step"]: step["status"] for step in summary_["steps"]}
 
 
 def job_logs(runs: Path) -> set[Path]:
@@ -95,7 +103,8 @@ def first_run(prefect_services, runs) -> tuple[DeploymentRun, dict]:
 def test_the_smoke_pipeline_completes_through_the_deployment(first_run, prefect_services, runs):
     run, result = first_run
     assert "Completed" in run.output
-    assert result["status"] == "completed" and statuses(result) == ["ran"] * 4
+    assert result["status"] == "completed" and [s["step"] for s in result["steps"]] == STEPS
+    assert statuses(result) == ["ran"] * len(STEPS)
     assert result["deployment"] == "full-pipeline" and result["data"]["generated"]
     steps = {s["step"]: s for s in result["steps"]}
     for name in STAGES:  # the job's progress lines reached the step's log
@@ -112,7 +121,7 @@ def test_the_smoke_pipeline_completes_through_the_deployment(first_run, prefect_
     assert client.get_experiment(parent.info.experiment_id).name == "mimovl-smoke"
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(c.data.tags["mimovl.step"] for c in children) == STAGES
+    assert sorted(c.data.tags["mimovl.step"] for c in children) == sorted(STEPS)
     by_step = {c.data.tags["mimovl.step"]: c for c in children}
     for previous, name in zip(STAGES, STAGES[1:]):
         child, source = by_step[name], by_step[previous]
@@ -126,13 +135,46 @@ def test_the_smoke_pipeline_completes_through_the_deployment(first_run, prefect_
         assert "stage.optim.lr" in child.data.params
     artifacts = {a.path for a in client.list_artifacts(by_step["stage1"].info.run_id)}
     assert {"step.yaml", "job"} <= artifacts
+    check_evaluations(result, by_step, client, runs)
 
     markdown, messages = prefect_records(prefect_services, run.flow_run_id)
     (table,) = markdown  # the run's summary for a person watching: every step, ran, its checkpoint
     for step in result["steps"]:
-        assert f"| {step['step']} | pretrain | ran |" in table and step["output_uri"] in table
+        assert f"| {step['step']} | {step['kind']} | ran |" in table and step["output_uri"] in table
     for name in STAGES:  # the job's progress reached the Prefect logs
         assert any(m.startswith(f"[{name}] step ") and "loss" in m and "ETA" in m for m in messages), name
+    for name in EVALS:
+        assert any(m.startswith(f"[{name}] benchmark ") and "samples/s" in m for m in messages), name
+
+
+def check_evaluations(result: dict, by_step: dict, client, runs: Path) -> None:
+    """Each stage's checkpoint evaluated: its scores published as the eval step's artifact set (every
+    synthetic benchmark, smoke's few items each) and logged into the eval step's run."""
+    from storage.store import open_store
+
+    steps = {s["step"]: s for s in result["steps"]}
+    store = open_store({**storage_section(), "root": f"file://{runs}/store"})
+    for stage, name in zip(STAGES, EVALS):
+        step, run = steps[name], by_step[name]
+        assert (step["kind"], step["output_type"]) == ("evaluate", "artifacts")
+        assert run.data.tags["mimovl.input_checkpoint"] == steps[stage]["output_uri"]
+        manifest = store.read_manifest(step["output_uri"])
+        assert sorted(manifest.files) == ["predictions.jsonl", "scores.json"] and manifest.run_id == step["run_id"]
+        scores = json.loads((Path(store.local_path(step["output_uri"])) / "scores.json").read_text())["benchmarks"]
+        assert scores and all(name.startswith("synthetic_") for name in scores)
+        assert {entry["n"] for entry in scores.values()} == {SMOKE_SAMPLES}
+        for benchmark, entry in scores.items():  # logged by the job into the run it was given
+            assert run.data.metrics[f"score/{benchmark}"] == pytest.approx(entry["score"])
+        assert "system/cpu_utilization_percentage" in run.data.metrics
+        assert "system/cpu_utilization_percentage" in by_step[stage].data.metrics  # the training job's too
+
+
+def storage_section() -> dict:
+    from omegaconf import OmegaConf
+
+    from conf import load_group
+
+    return OmegaConf.to_container(load_group("storage", "local"))
 
 
 def test_the_same_run_again_launches_no_job(first_run, prefect_services, runs):
@@ -141,7 +183,7 @@ def test_the_same_run_again_launches_no_job(first_run, prefect_services, runs):
     run = run_pipeline(prefect_services, runs)
     assert run.returncode == 0, run.output
     again = summary(runs, run)
-    assert statuses(again) == ["cached"] * 4
+    assert statuses(again) == ["cached"] * len(STEPS)  # every evaluation reused too
     assert job_logs(runs) == logs_before  # no job started
     assert again["jobs_process_s"] == 0
     for before, now in zip(result["steps"], again["steps"]):
@@ -155,9 +197,10 @@ def test_a_stage3_override_reruns_stage3_onward_only(first_run, prefect_services
     run = run_pipeline(prefect_services, runs, "stages.stage3_multimodal.optim.lr=2e-5")
     assert run.returncode == 0, run.output
     tuned = summary(runs, run)
-    assert statuses(tuned) == ["cached", "cached", "ran", "ran"]
+    assert status_of(tuned) == {"stage1": "cached", "eval1": "cached", "stage2": "cached", "eval2": "cached",
+                                "stage3": "ran", "eval3": "ran", "stage4": "ran", "eval4": "ran"}
     keys = [(a["step_key"], b["step_key"]) for a, b in zip(result["steps"], tuned["steps"])]
-    assert [a == b for a, b in keys] == [True, True, False, False]
+    assert [a == b for a, b in keys] == [True, True, True, True, False, False, False, False]
 
 
 def test_a_failing_job_fails_at_once_with_its_last_lines(first_run, prefect_services, runs):
@@ -166,9 +209,9 @@ def test_a_failing_job_fails_at_once_with_its_last_lines(first_run, prefect_serv
                        "orchestration.launch_retry_delay_s=0")
     assert run.returncode != 0
     failed = summary(runs, run)
-    assert statuses(failed) == ["failed"] * 4
+    assert statuses(failed) == ["failed"] * len(STEPS)
     assert "JobFailed" in failed["failures"]["stage1"] and "no_such_split" in failed["failures"]["stage1"]
-    assert failed["failures"]["stage2"] == "not run: an upstream step failed"
+    assert failed["failures"]["stage2"] == failed["failures"]["eval1"] == "not run: an upstream step failed"
     assert task_runs(prefect_services, run.flow_run_id)["stage1"] == 1  # JobFailed is not retried
 
 
@@ -193,8 +236,12 @@ def test_a_killed_worker_then_a_rerun_resumes_the_interrupted_step(first_run, pr
     run = run_pipeline(prefect_services, runs, *extra)
     assert run.returncode == 0, run.output
     resumed = summary(runs, run)
-    assert statuses(resumed) == ["cached", "cached", "cached", "ran"]
-    stage3, stage4 = resumed["steps"][2], resumed["steps"][3]
+    status = status_of(resumed)
+    assert status.pop("eval3") in ("cached", "ran")  # it ran beside stage4: finished or killed with it
+    assert status == {"stage1": "cached", "eval1": "cached", "stage2": "cached", "eval2": "cached",
+                      "stage3": "cached", "stage4": "ran", "eval4": "ran"}
+    steps = {s["step"]: s for s in resumed["steps"]}
+    stage3, stage4 = steps["stage3"], steps["stage4"]
     assert stage4["resumed"] and Path(stage4["work_dir"]) == work
     log = (work / "logs" / f"{stage4['run_id']}.log").read_text()
     assert "resumed from" in log
