@@ -41,7 +41,7 @@ def main() -> int:
     (out / "scores.json").write_text(json.dumps({"suite": cfg["eval"]["suite"], "accuracy": score}), encoding="utf-8")
     rows = cfg["eval"]["generation"]["max_new_tokens"]
     (out / "predictions.jsonl").write_text("".join(
-        json.dumps({"id": i, "prediction": seed[i] % 10}) + "\n" for i in range(rows)), encoding="utf-8")
+        json.dumps({"id": i, "prediction": seed[i % len(seed)] % 10}) + "\n" for i in range(rows)), encoding="utf-8")
     print(f"[{cfg['step']}] scored {cfg['input_checkpoint']} on {cfg['data']['split']}: accuracy {score:.4f}",
           flush=True)
     if cfg["tracking"]["run_id"]:
