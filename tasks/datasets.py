@@ -41,7 +41,6 @@ class DataSet:
     uri: str      # absolute folder holding manifest.json
     digest: str   # the data manifest's digest
     key: str      # sha256 of what produced it
-    split: str    # the split the steps read
     generated: bool  # False when an earlier run's folder was reused
     wall_time_s: float = 0.0  # the generator's process, start to exit; 0 when reused
 
@@ -122,7 +121,7 @@ def prepare_dataset(data: Mapping[str, Any], prep: DataPrepConfig, datasets_dir:
     digest = read_digest(folder)
     if digest is not None:
         log.info("data set %s already prepared (digest %s)", folder, digest[:12])
-        return DataSet(str(data["name"]), str(folder), digest, key, prep.split, generated=False)
+        return DataSet(str(data["name"]), str(folder), digest, key, generated=False)
     folder.parent.mkdir(parents=True, exist_ok=True)
     argv = generator_argv(data, prep, folder, launcher)
     # A job without result.json: streamed, timed out, and stopped with the flow run like the steps' jobs.
@@ -132,4 +131,4 @@ def prepare_dataset(data: Mapping[str, Any], prep: DataPrepConfig, datasets_dir:
     digest = read_digest(folder)
     if digest is None:
         raise DataPrepFailed(f"{prep.module} exited 0 but wrote no {folder / MANIFEST_NAME}")
-    return DataSet(str(data["name"]), str(folder), digest, key, prep.split, generated=True, wall_time_s=wall_time_s)
+    return DataSet(str(data["name"]), str(folder), digest, key, generated=True, wall_time_s=wall_time_s)

@@ -111,7 +111,6 @@ class ClaimsConfig:
 class DataPrepConfig:
     module: str = MISSING
     code: list[str] = MISSING
-    split: str = MISSING
     timeout_s: float = MISSING
 
 

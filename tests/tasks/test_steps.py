@@ -32,7 +32,7 @@ def env(tmp_path, monkeypatch):
     plan = fake_plan(tmp_path)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    data = DataSet(name="synthetic", uri=str(data_dir), digest="d" * 64, key="k" * 64, split="pretrain",
+    data = DataSet(name="synthetic", uri=str(data_dir), digest="d" * 64, key="k" * 64,
                    generated=False)
     tracker = Tracker(plan.tracking)
     experiment = tracker.experiment_id(plan.pipeline)
