@@ -41,7 +41,8 @@ def main() -> None:
     torch.set_num_threads(cfg.torch_threads)
     from data.config import load_data_config, load_resize_spec
     from data.synth import generate
-    from evaluation.generate import Generator, generation_config_from
+    from evaluation.generate import Generator
+    from evaluation.generation_config import generation_config_from
     from model.build import build_model
     from model.config import model_config_from
     from model.processor import build_image_processor

@@ -25,7 +25,7 @@ from omegaconf import MISSING
 from conf import REPO_ROOT, ConfigError
 from evaluation.benchmarks import ADAPTERS, SYNTHETIC_PREFIX
 from evaluation.compare import CompareConfig
-from evaluation.generate import GenerationConfig
+from evaluation.generation_config import GenerationConfig
 from evaluation.scoring_config import ScoringConfig
 from model.config import ModelConfig
 from telemetry.system_metrics import SystemMetricsConfig

@@ -21,36 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import MISSING
 from PIL import Image
 
-from conf import ConfigError, validated
+from evaluation.generation_config import GenerationConfig
 from data.chat_format import IM_END, IM_START, IMAGE_PAD
 from data.collator import render_chat
 from data.synth_tasks import THINK_OFF
 
 # Token type ids Qwen2.5-VL's get_rope_index reads: text 0, image 1.
 TEXT_TYPE, IMAGE_TYPE = 0, 1
-
-
-@dataclass
-class GenerationConfig:
-    """conf/eval/<suite>.yaml `generation:`."""
-
-    batch_size: int = MISSING       # prompts decoded together
-    max_new_tokens: int = MISSING   # generated tokens per prompt at most (the stopping <|im_end|> included)
-    thinking: bool = MISSING        # default prompt form: open assistant turn (True) or the empty think block
-
-    def check(self, where: str) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"{where}: max_new_tokens must be >= 1, got {self.max_new_tokens}")
-
-
-def generation_config_from(section, where: str = "eval.generation") -> GenerationConfig:
-    """Validate the `generation:` section of an eval config (conf/eval/<suite>.yaml)."""
-    return validated(GenerationConfig, section, where)
 
 
 @dataclass(frozen=True)

@@ -280,3 +280,13 @@ def test_the_torch_check_follows_imports_and_skips_function_bodies(tmp_path):
     assert "flows._direct -> torch.nn" in chains or "flows._direct -> torch" in chains
     assert any(c.startswith("tasks._through_model -> model.build -> torch") for c in chains), chains
     assert not any(c.startswith("tasks._in_a_function") for c in chains)
+
+
+def test_planning_a_pipeline_imports_no_torch():
+    """Building the plan imports every step kind's schema module (validation at planning): none may pull
+    torch into the flow's process, even through a function-level import the module graph cannot see."""
+    probe = ("import sys\nfrom flows.plan import build_plan\nbuild_plan('full')\nbuild_plan('smoke')\n"
+             "print(sorted(m for m in ('torch', 'deepspeed') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw
 from data.chat_format import IM_END
 from data.collator import collate_packed
 from data.synth_tasks import THINK_OFF
-from evaluation.generate import GenerationConfig, Generator, generation_config_from, render_prompt
+from evaluation.generate import Generator, render_prompt
+from evaluation.generation_config import GenerationConfig, generation_config_from
 
 MAX_NEW = 6
 
