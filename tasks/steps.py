@@ -112,13 +112,21 @@ def run_step(plan: PipelinePlan, step: StepSpec, data: DataSet, upstream: StepOu
 
     manifest = store.read_manifest(output_uri)
     if manifest is not None:
-        return record.cached(manifest.digest, manifest.run_id)
+        return _cached(record, step, manifest)
     claim = _claim_or_wait(store, output_uri, claim_owner(pipeline_run), plan.orchestration.claims, step.name, log)
     if claim is None:  # another flow run produced it meanwhile
-        manifest = store.read_manifest(output_uri)
-        return record.cached(manifest.digest, manifest.run_id)
+        return _cached(record, step, store.read_manifest(output_uri))
     with claim.keep_alive(plan.orchestration.claims.renew_s):
         return _run(plan, step, record, store, config, input_uri, on_line)
+
+
+def _cached(record: "_Record", step: StepSpec, manifest) -> StepOutcome:
+    """The step's earlier output; an output its job published as failed (meta `failure`, e.g. a quality
+    gate that fell short) fails the step again instead of passing as cached."""
+    failure = manifest.meta.get("failure")
+    if failure:
+        raise StepError(f"step '{step.name}': its output for this key was published as failed: {failure}")
+    return record.cached(manifest.digest, manifest.run_id)
 
 
 def keyed_config(plan: PipelinePlan, step: StepSpec, data: DataSet,

@@ -3,7 +3,9 @@ stand-in job (tests/flows/fake_pretrain.py: the pretrain job's contract without 
 process) and MLflow on SQLite."""
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 from prefect.states import Failed
@@ -14,7 +16,7 @@ from tasks import steps as steps_module
 from tasks.datasets import DataSet
 from tasks.launcher import JobFailed, LaunchError
 from storage.store import open_store
-from tasks.steps import PipelineRun, claim_owner, keyed_config, run_step
+from tasks.steps import PipelineRun, StepError, claim_owner, keyed_config, run_step
 from tasks.tracking import Tracker
 
 
@@ -222,3 +224,18 @@ def test_a_claim_whose_owner_crashed_is_taken_over_when_its_lease_runs_out(env):
     outcome = run(plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker, logged=logged)
     assert outcome.status == "ran" and outcome.output_uri == uri
     assert f"step stage1: waiting for a crashed flow run (it holds the claim on {uri})" in logged
+
+
+def test_an_output_published_as_failed_fails_the_step_again_instead_of_passing_as_cached(env, monkeypatch):
+    """A job may publish its output and still fail (an evaluation below its quality gate records its scores,
+    then fails): a rerun of the same key must fail again, not pass as cached."""
+    plan, data, tracker, experiment = env
+    first = run(plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker)
+    store_root = Path(plan.storage["root"].removeprefix("file://"))
+    manifest_path = next(p for p in store_root.rglob("manifest.json") if first.step_key in str(p))
+    body = json.loads(manifest_path.read_text())
+    body["meta"] = {**body.get("meta", {}), "failure": "eval4: synthetic_counting 0.1000 < minimum 0.3000"}
+    manifest_path.write_text(json.dumps(body))
+    monkeypatch.setattr(steps_module, "run_job", lambda *a, **k: pytest.fail("a failed output launched a job"))
+    with pytest.raises(StepError, match="published as failed: eval4: synthetic_counting 0.1000 < minimum"):
+        run(plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker)
