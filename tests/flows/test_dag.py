@@ -84,15 +84,20 @@ def test_unknown_and_missing_step_keys_are_named():
 def test_the_repository_pipelines_are_valid():
     for name in ("full", "smoke"):
         plan = build_plan(name)
-        assert [s.name for s in plan.steps] == ["stage1", "stage2", "stage3", "stage4"]
-        assert [s.source for s in plan.steps] == [None, "stage1", "stage2", "stage3"]
+        sources = {s.name: s.source for s in plan.steps}
+        assert sources == {"stage1": None, "stage2": "stage1", "stage3": "stage2", "stage4": "stage3",
+                           "eval1": "stage1", "eval2": "stage2", "eval3": "stage3", "eval4": "stage4"}
+        assert {s.name: s.kind for s in plan.steps if s.name.startswith("eval")} == dict.fromkeys(
+            ("eval1", "eval2", "eval3", "eval4"), "evaluate")
+        order = [s.name for s in plan.steps]
+        assert all(order.index(source) < order.index(name) for name, source in sources.items() if source)
 
 
 @pytest.mark.parametrize("override, message", [
     ("pipeline.steps.stage3.from=stage9", r"step 'stage3': from: 'stage9' is not a step"),
     ("pipeline.steps.stage1.from=stage4", r"cycle in from: stage1 -> stage2 -> stage3 -> stage4 -> stage1"),
     ("pipeline.steps.stage2.kind=distill", r"step 'stage2': unknown kind 'distill'"),
-    ("+pipeline.steps.eval1={kind: evaluate, from: stage1}", r"step 'eval1': step kind 'evaluate' is not yet available"),
+    ("+pipeline.steps.rl={kind: grpo, from: stage4}", r"step 'rl': step kind 'grpo' is not yet available"),
     ("pipeline.steps.stage2.stage=stage9_missing", r"step 'stage2': stage 'stage9_missing' is not in `stages`"),
     # A key the stage schema does not know (a typo in a stage file) fails naming the key.
     ("+stages.stage3_multimodal.optim.lrr=0.1", r"step 'stage3' \(stage stage3_multimodal\): invalid key 'stage.optim.lrr'"),
