@@ -21,7 +21,8 @@ def test_write_steps_gives_a_chain_of_valid_step_configs(tmp_path):
     proc = plan_cli("--pipeline", "smoke", "--write-steps", str(out), "--data", str(tmp_path / "data"),
                     f"storage.root=file://{tmp_path}/store", "stages.stage3_multimodal.optim.lr=2e-5")
     assert proc.returncode == 0, proc.stderr
-    assert "stage1(-) -> stage2(stage1) -> stage3(stage2) -> stage4(stage3)" in proc.stdout
+    assert ("stage1(-) -> eval1(stage1) -> stage2(stage1) -> eval2(stage2) -> stage3(stage2) -> eval3(stage3) -> "
+            "stage4(stage3) -> eval4(stage4)") in proc.stdout
     configs = {name: yaml.safe_load((out / f"{name}.yaml").read_text()) for name in
                ("stage1", "stage2", "stage3", "stage4")}
     assert configs["stage1"]["input_checkpoint"] is None
@@ -33,6 +34,9 @@ def test_write_steps_gives_a_chain_of_valid_step_configs(tmp_path):
     assert len({c["work_dir"] for c in configs.values()}) == 4
     for name, config in configs.items():  # what the job itself parses
         validated(StepConfig, config, name)
+    eval4 = yaml.safe_load((out / "eval4.yaml").read_text())
+    assert eval4["input_checkpoint"] == configs["stage4"]["output_uri"]
+    assert eval4["data"] == {"uri": str(tmp_path / "data"), "split": "eval"}
 
 
 def test_a_bad_override_fails_naming_the_key(tmp_path):

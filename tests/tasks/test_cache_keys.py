@@ -223,5 +223,5 @@ def test_a_missing_code_path_is_a_config_error(tmp_path):
 
 
 def test_the_configured_code_paths_exist(plan):
-    assert set(plan.code_versions) == {"data_prep", "pretrain"}
+    assert set(plan.code_versions) == {"data_prep", "pretrain", "evaluate"}
     assert all(len(v) == 64 for v in plan.code_versions.values())
