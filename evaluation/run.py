@@ -46,9 +46,11 @@ from typing import Any  # noqa: E402
 
 from conf import ConfigError, validated  # noqa: E402
 from evaluation.benchmarks import SYNTHETIC_PREFIX, benchmark  # noqa: E402
-from evaluation.benchmarks.base import Benchmark, Item, Report  # noqa: E402
+from evaluation.benchmarks.base import Benchmark, Item  # noqa: E402
 from evaluation.config import SYNTHETIC_SUITE, StepConfig  # noqa: E402
 from evaluation.gates import check_gate, gate_message  # noqa: E402
+from evaluation.score import aggregate_report  # noqa: E402
+from storage.durable import write_atomically  # noqa: E402
 from telemetry.system_metrics import system_metrics  # noqa: E402
 
 log = logging.getLogger("mimovl.eval")
@@ -169,16 +171,6 @@ def chance_level(adapter: Benchmark, items: list[Item]) -> float | None:
     return None if chance is None else float(chance)
 
 
-def report(bench: SuiteBenchmark, scores: list[float]) -> Report:
-    """The benchmark's aggregate by its own rule, with the interval at the scoring config's level."""
-    from evaluation.score import confidence_interval
-
-    adapter = bench.adapter
-    mean, n, by, units = adapter.aggregate(bench.items, scores)
-    interval = confidence_interval(units, adapter.binary, adapter.scoring.confidence)
-    return Report(benchmark=bench.name, metric=adapter.metric, score=mean, n=n, ci95=interval, by=by)
-
-
 def load_model(cfg: StepConfig, input_dir: Path):
     """(model on its device, tokenizer, image processor) of the input checkpoint."""
     import torch
@@ -252,7 +244,7 @@ class EvalJob:
                                  "response": generation.text, "parsed": _jsonable(scored.parsed),
                                  "score": scored.score, "new_tokens": generation.new_tokens})
                 tokens += new_tokens
-                result = report(bench, item_scores)
+                result = aggregate_report(bench.adapter, bench.items, item_scores)
                 scores[bench.name] = {"metric": result.metric, "score": result.score, "n": result.n,
                                       "ci95": list(result.ci95), "by": result.by,
                                       "chance": chance_level(bench.adapter, bench.loaded)}
@@ -317,9 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     with system_metrics(cfg.system_metrics, cfg.tracking.tracking_uri, cfg.tracking.run_id):
         result = EvalJob(cfg).run()
     result["wall_time_s"] = time.time() - PROCESS_STARTED
-    tmp = Path(args.result).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.result)
+    write_atomically(Path(args.result), json.dumps(result, indent=2).encode())
     if result["status"] != STATUS_OK:
         print(result["failure"], flush=True)  # the job's last line: the launcher quotes it in JobFailed
         return 1

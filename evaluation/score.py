@@ -27,7 +27,7 @@ from typing import Any
 
 from conf import ConfigError
 from evaluation.benchmarks import benchmark
-from evaluation.benchmarks.base import Benchmark, BenchmarkDataError, Report
+from evaluation.benchmarks.base import Benchmark, BenchmarkDataError, Item, Report
 from evaluation.scoring_config import load_scoring_config
 
 log = logging.getLogger("evaluation.score")
@@ -131,11 +131,17 @@ def score_predictions(adapter: Benchmark, root: Path | str,
     if unknown:
         log.warning("%s: %d prediction(s) name no item of the benchmark (not counted), e.g. %s",
                     adapter.name, len(unknown), unknown[:5])
+    return aggregate_report(adapter, items, scores, unknown_ids=unknown, missing=missing), rows
+
+
+def aggregate_report(adapter: Benchmark, items: Sequence[Item], scores: Sequence[float], *,
+                     unknown_ids: Sequence[str] = (), missing: int = 0) -> Report:
+    """The benchmark's score over `items` (their scores in item order) by its own rule, with the interval
+    at the scoring config's confidence level."""
     mean, n, by, units = adapter.aggregate(items, scores)
     interval = confidence_interval(units, adapter.binary, adapter.scoring.confidence)
-    report = Report(benchmark=adapter.name, metric=adapter.metric, score=mean, n=n, ci95=interval, by=by,
-                    unknown_ids=unknown, missing=missing)
-    return report, rows
+    return Report(benchmark=adapter.name, metric=adapter.metric, score=mean, n=n, ci95=interval, by=by,
+                  unknown_ids=list(unknown_ids), missing=missing)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

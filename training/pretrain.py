@@ -26,6 +26,7 @@ PROCESS_STARTED = time.time()  # the job's wall time (result.json) counts from h
 from pathlib import Path  # noqa: E402
 
 from conf import validated
+from storage.durable import write_atomically
 from telemetry.system_metrics import system_metrics
 from training.config import StepConfig, check_inputs
 from training.distributed import ensure_single_process_env, rank, world_size
@@ -211,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         result = PretrainJob(cfg).fit()
     result["wall_time_s"] = time.time() - PROCESS_STARTED  # the job's, not only its training's
     if rank() == 0:
-        tmp = Path(args.result).with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, args.result)
+        write_atomically(Path(args.result), json.dumps(result, indent=2).encode())
     return 0
 
 
