@@ -9,8 +9,11 @@
 3. Submit every step as a task that waits for the step it starts from: independent branches run at the
    same time. Each step is cached by its key or runs its job (tasks/steps.py); Prefect retries a step
    only when its job could not be started (LaunchError).
-4. Publish a markdown artifact (steps, ran/cached, outputs, MLflow links) and a JSON summary under
-   <runs_dir>/<summaries_dir>/<flow run id>.json; fail the flow run if a step failed.
+4. Report the scores of the evaluate steps (flows/report.py): a table per benchmark per evaluated step,
+   with chance, and a plot, into the parent MLflow run (report/) and as the Prefect table artifact
+   `<pipeline key>-scores`.
+5. Publish a markdown artifact (steps, ran/cached, outputs, MLflow links, the score table) and a JSON
+   summary under <runs_dir>/<summaries_dir>/<flow run id>.json; fail the flow run if a step failed.
 
 Without a deployment or worker, `python -m flows.pipeline [PIPELINE] [OVERRIDE ...]` runs the flow in
 this process against the project's local Prefect server (flows/services.py: started unless it already
@@ -31,6 +34,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 
 from flows.plan import build_plan
+from flows.report import Report, report_run
+from storage.store import open_store
 from tasks.datasets import DataSet
 from tasks.launcher import cancel_all
 from tasks.pipeline_tasks import pipeline_step, prepare_data
@@ -95,9 +100,12 @@ def mimovl(pipeline: str = "full", overrides: list[str] = []) -> dict[str, Any]:
                 outcomes[name] = future.result()
             else:
                 failures[name] = _failure_text(future, lines)
+        report = _report(plan, outcomes, tracker, parent_run_id, run_id, failures, logger)
         summary = _summary(plan, run_id, run_name, deployment_name, pipeline_run, tracker,
                            data if isinstance(data, DataSet) else None, outcomes, failures,
                            time.monotonic() - started)
+        summary["scores"] = None if report is None else {"rows": report.rows, "markdown": report.markdown,
+                                                         "plot": str(report.plot)}
         _publish(plan, summary)
         ok = not failures
     finally:
@@ -106,6 +114,23 @@ def mimovl(pipeline: str = "full", overrides: list[str] = []) -> dict[str, Any]:
         raise PipelineFailed(f"pipeline {plan.pipeline} failed:\n" + "\n".join(
             f"- {name}: {why}" for name, why in failures.items()))
     return summary
+
+
+def _report(plan: PipelinePlan, outcomes: dict[str, StepOutcome], tracker: Tracker, parent_run_id: str,
+            run_id: str, failures: dict[str, str], logger) -> Report | None:
+    """The score report of the steps that completed; a report that cannot be built is a failure of the run
+    (named "report": the steps' outputs stay cached, a rerun only reports)."""
+    out_dir = plan.runs_dir / plan.orchestration.summaries_dir / f"{run_id}-report"
+    try:
+        report = report_run(plan, outcomes, open_store(plan.storage), tracker.client, parent_run_id, out_dir,
+                            table_key=f"{artifact_key(plan.pipeline)}-scores")
+    except Exception as exc:  # noqa: BLE001 (whatever broke, the run says so and keeps its summary)
+        failures["report"] = f"{type(exc).__name__}: {exc}"
+        logger.error("score report failed: %s", failures["report"])
+        return None
+    if report is not None:
+        logger.info("scores per evaluated step (%s):\n%s", out_dir, report.markdown)
+    return report
 
 
 def _failure_text(future, lines: int) -> str:
@@ -194,6 +219,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
             run += f" (from {step['source_run_id'] or 'unknown'})"
         lines.append(f"| {step['step']} | {step['kind']} | {status} | `{step['step_key'][:12]}` | "
                      f"`{step['output_uri']}` | {run} | {step['job_wall_time_s']:.1f} s |")
+    if summary.get("scores"):
+        lines += ["", "## Scores", "", summary["scores"]["markdown"]]
     return "\n".join(lines) + "\n"
 
 

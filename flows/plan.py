@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 import conf
 from conf import REPO_ROOT, ConfigError, validated
 from flows.dag import PipelineError, parse_steps
+from flows.report import ReportConfig
 from model.config import model_config_from, require_weights
 from tasks.cache_keys import code_version
 from tasks.datasets import check_generator_config
@@ -47,13 +48,15 @@ def build_plan(pipeline: str, overrides: list[str] | None = None) -> PipelinePla
         resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"cannot resolve the config: {exc}") from exc
-    for section in ("pipeline", "orchestration", "tracking", "launcher", "storage", "model", "data", "runs_dir"):
+    for section in ("pipeline", "orchestration", "tracking", "launcher", "storage", "model", "data", "report",
+                    "runs_dir"):
         if section not in resolved:
             raise ConfigError(f"the composed config has no '{section}' section (conf/config.yaml defaults)")
     orchestration = validated(OrchestrationConfig, resolved["orchestration"], "orchestration")
     tracking = resolved_tracking(validated(TrackingConfig, resolved["tracking"], "tracking"))
     launcher = launcher_config(resolved["launcher"])
     open_store(resolved["storage"])  # validates the storage section
+    validated(ReportConfig, resolved["report"], "report")
     steps = parse_steps(resolved["pipeline"], orchestration.kinds)
     name = resolved["pipeline"]["name"]
     by_name = {s.name: s for s in steps}

@@ -12,6 +12,9 @@ whose checkpoint was evaluated (stage1 ... stage4, morl) and scores the eval job
   and its chance level as a dotted line (a matplotlib Figure object rendered by Agg: no global backend
   state, safe in Prefect's task threads).
 - `log_to_mlflow`: both files (and the rows as JSON) into the parent run's `artifact_dir`.
+- `report_run`: what the flow calls once its steps are done: the scores file (the kind's `scores:`) of every
+  completed step whose kind declares one, labelled by its `from:` step, read from the store (fetched into
+  `out_dir` from s3://), built, logged to the parent MLflow run and published as the table artifact `table_key`.
 
 Settings: conf/report/<name>.yaml through ReportConfig. No torch here (orchestration).
 """
@@ -221,6 +224,36 @@ def build_report(step_scores: Mapping[str, Mapping[str, Any]], out_dir: str | Pa
     (out / MARKDOWN_FILE).write_text(markdown, encoding="utf-8")
     (out / ROWS_FILE).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return Report(markdown=markdown, rows=rows, plot=plot_scores(step_scores, out / PLOT_FILE, cfg))
+
+
+# ----------------------------------------------------------------------------------- a pipeline run's
+
+def step_scores_of(plan, outcomes: Mapping[str, Any], store, out_dir: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{label: benchmarks} in pipeline order for each completed step whose kind declares a scores file (the
+    evaluate steps): its output read through the store (s3:// fetched into out_dir), the label the step it scored (`from:`), or
+    "<from>:<step>" where two steps scored the same one."""
+    scored = [step for step in plan.steps if plan.kind(step).scores and step.name in outcomes]
+    sources = [step.source for step in scored]
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for step in scored:
+        label = step.source if step.source and sources.count(step.source) == 1 else f"{step.source}:{step.name}"
+        folder = store.materialize(outcomes[step.name].output_uri, Path(out_dir) / step.name)
+        result[label] = read_scores(folder / plan.kind(step).scores)
+    return result
+
+
+def report_run(plan, outcomes: Mapping[str, Any], store, client, parent_run_id: str, out_dir: str | Path,
+               table_key: str) -> Report | None:
+    """The run's score report (see the module docstring); None when no step of the run scored anything."""
+    cfg = validated(ReportConfig, plan.config["report"], where="report")
+    step_scores = step_scores_of(plan, outcomes, store, Path(out_dir) / "scores")
+    if not step_scores:
+        return None
+    report = build_report(step_scores, out_dir, cfg)
+    log_to_mlflow(client, parent_run_id, report, cfg)
+    publish_table(report.rows, table_key, f"mimovl pipeline {plan.pipeline}: scores per benchmark per evaluated "
+                  "step, with chance", cfg)
+    return report
 
 
 # ------------------------------------------------------------------------------------------ publishing

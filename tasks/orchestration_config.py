@@ -64,6 +64,7 @@ class KindConfig:
     schema: Optional[str] = MISSING          # "module:Class" that validates the step config; null: none
     output: str = MISSING                    # checkpoint | artifacts (a manifested artifact set)
     input: Optional[str] = MISSING           # what the `from:` step must output; null: the kind takes none
+    scores: Optional[str] = MISSING          # the output's scores.json-format file the run's score report reads
     split: Optional[str] = MISSING           # the data split the job reads; null: it reads no data
     precision: Optional[PrecisionConfig] = MISSING  # null: the job has no precision setting
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -81,6 +82,9 @@ class KindConfig:
             raise ConfigError(f"{where}.output: one of {list(OUTPUT_TYPES)}, got {self.output!r}")
         if self.input is not None and self.input not in OUTPUT_TYPES:
             raise ConfigError(f"{where}.input: one of {list(OUTPUT_TYPES)} or null, got {self.input!r}")
+        if self.scores is not None and (self.output != "artifacts" or not self.scores or "/" in self.scores):
+            raise ConfigError(f"{where}.scores: a file name in the kind's artifact set (output: artifacts) or "
+                              f"null, got {self.scores!r} with output {self.output!r}")
         if self.schema is not None and ":" not in self.schema:
             raise ConfigError(f"{where}.schema: expected 'module:Class', got {self.schema!r}")
         if self.precision is not None and set(self.precision.auto) != set(DEVICES) - {"auto"}:

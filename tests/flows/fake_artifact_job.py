@@ -4,7 +4,7 @@ checkpoint it starts from and publishes an artifact set, the way an evaluation s
     python -m tests.flows.fake_artifact_job --config step.yaml --result result.json
 
 Reads the resolved step config (its `eval` section comes from the composed `eval` group, as the kind's
-`config:` maps it), writes scores.json and predictions.jsonl (contents follow the input checkpoint's
+`config:` maps it), writes scores.json (the eval job's format) and predictions.jsonl (contents follow the input checkpoint's
 digest and the settings), publishes them through storage.store with their manifest to output_uri, logs
 the score into the MLflow run named in the config and writes result.json.
 """
@@ -38,8 +38,10 @@ def main() -> int:
     score = seed[0] / 255
     out = Path(cfg["work_dir"]) / "artifacts"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scores.json").write_text(json.dumps({"suite": cfg["eval"]["suite"], "accuracy": score}), encoding="utf-8")
     rows = cfg["eval"]["generation"]["max_new_tokens"]
+    benchmark = {"metric": "accuracy", "score": score, "n": rows, "ci95": None, "by": {}, "chance": 0.5}
+    (out / "scores.json").write_text(json.dumps({"step": cfg["step"], "suite": cfg["eval"]["suite"],
+                                                 "benchmarks": {"fake": benchmark}}), encoding="utf-8")
     (out / "predictions.jsonl").write_text("".join(
         json.dumps({"id": i, "prediction": seed[i % len(seed)] % 10}) + "\n" for i in range(rows)), encoding="utf-8")
     print(f"[{cfg['step']}] scored {cfg['input_checkpoint']} on {cfg['data']['split']}: accuracy {score:.4f}",

@@ -12,7 +12,7 @@ from tasks.orchestration_config import KindConfig, ResourcesConfig
 def kind(module: str | None, available_with: str | None, step_keys: list[str], output: str) -> KindConfig:
     return KindConfig(module=module, available_with=available_with, code=["training"] if module else [],
                       step_keys=step_keys, config={"stage": "stages.{stage}"} if module else {}, schema=None,
-                      output=output, input="checkpoint", split="pretrain", precision=None,
+                      output=output, input="checkpoint", scores=None, split="pretrain", precision=None,
                       resources=ResourcesConfig(device="auto"))
 
 

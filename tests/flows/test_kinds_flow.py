@@ -33,6 +33,7 @@ def run_flow(services, runs: Path) -> dict:
 def test_a_new_kind_is_planned_keyed_run_cached_and_recorded(prefect_services, tmp_path):
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from storage.store import open_store
@@ -59,6 +60,18 @@ def test_a_new_kind_is_planned_keyed_run_cached_and_recorded(prefect_services, t
     output = client.get_logged_model(scores["model_id"])
     assert output.model_type == "artifacts" and output.tags["mimovl.checkpoint_digest"] == scores["output_digest"]
     assert [m.model_id for m in run.inputs.model_inputs] == [stage1["model_id"]]  # lineage from stage1
+
+    # the run's score report: the scores step's benchmarks under the step it scored, in the parent run
+    assert first["scores"]["rows"] == [{"benchmark": "fake", "metric": "accuracy", "chance": 0.5,
+                                        "stage1": scores["metrics"]["accuracy"],
+                                        "x_chance": pytest.approx(scores["metrics"]["accuracy"] / 0.5)}]
+    assert "| fake | accuracy | 0.500 |" in first["scores"]["markdown"]
+    logged = {f.path for f in client.list_artifacts(first["mlflow"]["parent_run_id"], "report")}
+    assert logged == {"report/scores.md", "report/scores.json", "report/scores.png"}
+    with temporary_settings({PREFECT_API_URL: prefect_services.api_url}), get_client(sync_client=True) as prefect:
+        table = prefect.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=["mimovl-kind-test-scores"])))
+        assert [a.type for a in table] == ["table"]
 
     again = run_flow(prefect_services, tmp_path)
     assert [s["status"] for s in again["steps"]] == ["cached", "cached"]

@@ -46,6 +46,9 @@ def test_a_step_entry_overrides_its_kinds_resources():
     ("+pipeline.steps.stage1.resources={procs: 2}", r"step 'stage1': resources: invalid key 'procs'"),
     ("+pipeline.steps.stage1.resources={launcher: nowhere}", r"no config launcher=nowhere"),
     ("orchestration.kinds.pretrain.output=weights", r"orchestration.kinds.pretrain.output: one of"),
+    ("orchestration.kinds.pretrain.scores=scores.json",
+     r"orchestration.kinds.pretrain.scores: a file name in the kind's artifact set .* with output 'checkpoint'"),
+    ("report.plot_columns=0", r"report.plot_columns: must be >= 1, got 0"),
     ("orchestration.kinds.pretrain.config.stage='stagez.{stage}'",
      r"step 'stage1': the kind's config.stage reads `stagez.\{stage\}`, but `the composed config` has no 'stagez'"),
 ])

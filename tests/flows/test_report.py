@@ -118,3 +118,27 @@ def test_bad_scores_fail_naming_the_step_benchmark_and_field(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ReportError, match="bad.json: not a readable scores.json"):
         read_scores(tmp_path / "bad.json")
+
+
+def test_a_run_reports_its_scored_steps_under_the_step_each_scored(tmp_path):
+    """step_scores_of: the kinds with a scores file only, completed steps only, labelled by `from:`; two
+    steps scoring one checkpoint keep apart as <from>:<step>."""
+    from types import SimpleNamespace
+
+    from flows.report import step_scores_of
+
+    def step(name, kind, source):
+        return SimpleNamespace(name=name, kind=kind, source=source)
+
+    kinds = {"pretrain": SimpleNamespace(scores=None), "evaluate": SimpleNamespace(scores="scores.json")}
+    steps = [step("stage1", "pretrain", None), step("eval1", "evaluate", "stage1"), step("stage2", "pretrain", "stage1"),
+             step("eval2", "evaluate", "stage2"), step("eval2b", "evaluate", "stage2"), step("eval3", "evaluate", "stage3")]
+    plan = SimpleNamespace(steps=steps, kind=lambda s: kinds[s.kind])
+    for name, score in (("eval1", 0.1), ("eval2", 0.2), ("eval2b", 0.3)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "scores.json").write_text(json.dumps({"benchmarks": {"vqa": entry(score, 0.3)}}))
+    outcomes = {name: SimpleNamespace(output_uri=f"file://{tmp_path / name}") for name in ("stage1", "eval1", "eval2", "eval2b")}
+    store = SimpleNamespace(materialize=lambda uri, cache: tmp_path / uri.rsplit("/", 1)[1])
+    scores = step_scores_of(plan, outcomes, store, tmp_path / "cache")   # eval3 did not complete
+    assert list(scores) == ["stage1", "stage2:eval2", "stage2:eval2b"]
+    assert [s["vqa"]["score"] for s in scores.values()] == [0.1, 0.2, 0.3]
