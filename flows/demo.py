@@ -53,6 +53,8 @@ def render_summary(summary: dict) -> str:
     lines.append(f"MLflow parent run: {mlflow['parent_run_url'] or mlflow['parent_run_id']}")
     for name, why in summary["failures"].items():
         lines.append(f"failed: {name}: {why}")
+    if summary.get("scores"):
+        lines += ["", summary["scores"]["markdown"].rstrip(), f"plot: {summary['scores']['plot']}"]
     return "\n".join(lines)
 
 
