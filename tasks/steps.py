@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from storage.claims import ClaimLost
 from storage.store import open_store
 from tasks.cache_keys import params_of, step_key
 from tasks.datasets import DataSet
@@ -116,8 +117,22 @@ def run_step(plan: PipelinePlan, step: StepSpec, data: DataSet, upstream: StepOu
     claim = _claim_or_wait(store, output_uri, claim_owner(pipeline_run), plan.orchestration.claims, step.name, log)
     if claim is None:  # another flow run produced it meanwhile
         return _cached(record, step, store.read_manifest(output_uri))
-    with claim.keep_alive(plan.orchestration.claims.renew_s):
-        return _run(plan, step, record, store, config, input_uri, on_line)
+    outcome = None
+    try:
+        with claim.keep_alive(plan.orchestration.claims.renew_s):
+            outcome = _run(plan, step, record, store, config, input_uri, on_line)
+    except ClaimLost as exc:
+        # Lost only once the job had finished (a failing job's own error wins): the output the store holds
+        # now, ours or that of whoever took the claim over, is the step's; without one the step fails.
+        manifest = store.read_manifest(output_uri)
+        if manifest is None:
+            raise StepError(f"step '{step.name}': {exc}; nothing is published at {output_uri}") from exc
+        if outcome is not None and outcome.output_digest == manifest.digest:
+            log(f"step {step.name}: {exc}; the job had already published {output_uri}, its output stands")
+            return outcome
+        log(f"step {step.name}: {exc}; using the output published at {output_uri} (digest {manifest.digest[:12]})")
+        return _cached(record, step, manifest)
+    return outcome
 
 
 def _cached(record: "_Record", step: StepSpec, manifest) -> StepOutcome:

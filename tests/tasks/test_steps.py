@@ -226,6 +226,26 @@ def test_a_claim_whose_owner_crashed_is_taken_over_when_its_lease_runs_out(env):
     assert f"step stage1: waiting for a crashed flow run (it holds the claim on {uri})" in logged
 
 
+def test_a_claim_lost_while_the_job_ran_keeps_the_output_it_published(env, tmp_path, monkeypatch):
+    """The renewal thread finds the claim taken over while the job runs: the job still publishes, and the
+    step returns that output instead of failing (the claim only guards against running twice)."""
+    from storage.claims import Claim, ClaimLost
+
+    plan, data, tracker, experiment = env
+    plan = fake_plan(tmp_path, "orchestration.claims.renew_s=0.2")
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.3")
+
+    def taken_over(self):
+        raise ClaimLost(f"claim on {self.uri} was taken over by another flow run")
+
+    monkeypatch.setattr(Claim, "renew", taken_over)
+    logged: list[str] = []
+    outcome = run(plan, "stage1", data, None, new_pipeline_run(tracker, experiment), tracker, logged=logged)
+    assert outcome.status == "ran"
+    assert open_store(plan.storage).read_manifest(outcome.output_uri).digest == outcome.output_digest
+    assert any("taken over by another flow run; the job had already published" in line for line in logged)
+
+
 def test_an_output_published_as_failed_fails_the_step_again_instead_of_passing_as_cached(env, monkeypatch):
     """A job may publish its output and still fail (an evaluation below its quality gate records its scores,
     then fails): a rerun of the same key must fail again, not pass as cached."""
