@@ -25,6 +25,8 @@ class OptimConfig:
     eps: float = MISSING
     weight_decay: float = MISSING
     grad_clip: float = MISSING
+    # per model part (vit | projector | llm): its learning rate is lr times this; a part not named: 1
+    lr_scale: dict[str, float] = MISSING
 
 
 @dataclass
@@ -92,6 +94,11 @@ class TrainingConfig:
             fail("optim.betas", f"two numbers in [0, 1), got {list(self.optim.betas)}")
         if self.optim.weight_decay < 0 or self.optim.grad_clip <= 0 or self.optim.eps <= 0:
             fail("optim", "weight_decay must be >= 0, grad_clip and eps > 0")
+        for part, scale in self.optim.lr_scale.items():
+            if part not in PARTS:
+                fail(f"optim.lr_scale.{part}", f"not a model part; choose from {list(PARTS)}")
+            if not scale > 0:
+                fail(f"optim.lr_scale.{part}", f"must be > 0, got {scale}")
         if self.schedule.kind not in SCHEDULES:
             fail("schedule.kind", f"one of {list(SCHEDULES)}, got {self.schedule.kind!r}")
         if self.schedule.warmup_steps < 0 or not 0 <= self.schedule.min_lr_ratio <= 1:

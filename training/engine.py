@@ -109,6 +109,21 @@ def latest_tag(ckpt_dir: Path) -> str | None:
     return latest.read_text().strip() if latest.exists() else None
 
 
+def param_groups(model: torch.nn.Module, lr: float, lr_scale: dict[str, float]) -> list[dict]:
+    """The trainable parameters as AdamW groups: one per model part at lr * lr_scale[part] when lr_scale names
+    any part (parts by model.parts.part_of), else one group at lr."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not lr_scale:
+        return [{"params": [p for _, p in trainable], "lr": lr, "lr_scale": 1.0}]
+    from model.parts import part_of
+
+    by_part: dict[str, list[torch.nn.Parameter]] = {}
+    for name, p in trainable:
+        by_part.setdefault(part_of(name), []).append(p)
+    return [{"params": params, "lr": lr * lr_scale.get(part, 1.0), "lr_scale": lr_scale.get(part, 1.0), "part": part}
+            for part, params in by_part.items()]
+
+
 class TrainingEngine:
     """`model` under DeepSpeed with AdamW and the LR schedule of `cfg`, for `total_steps` optimizer steps.
 
@@ -127,7 +142,7 @@ class TrainingEngine:
         self.n_params = sum(p.numel() for p in model.parameters())
         optim = cfg.optim
         self.base_optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=optim.lr, betas=tuple(optim.betas),
+            param_groups(model, optim.lr, optim.lr_scale), lr=optim.lr, betas=tuple(optim.betas),
             eps=optim.eps, weight_decay=optim.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.base_optimizer, lambda s: lr_factor(s, total_steps, cfg.schedule))
@@ -189,7 +204,7 @@ class TrainingEngine:
         return summed / tokens
 
     def lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
+        return self.scheduler.get_last_lr()[0] / self.base_optimizer.param_groups[0]["lr_scale"]
 
     def grad_norm(self) -> float:
         return float(self.engine.get_global_grad_norm() or 0.0)

@@ -225,8 +225,10 @@ def test_a_job_that_cannot_start_is_retried(prefect_services, tmp_path):
 
 
 def test_a_killed_worker_then_a_rerun_resumes_the_interrupted_step(first_run, prefect_services, runs):
-    # stage3 changes (it runs and finishes), stage4 gets a longer budget (it is killed mid-way).
-    extra = ("stages.stage3_multimodal.seed=7", "stages.stage4_long_context.budget.steps=6")
+    # stage3 changes (it runs and finishes), stage4 gets a longer budget (it is killed mid-way). The training
+    # chain only: resuming is the pretrain job's, and the evaluate steps' caching is tested above.
+    extra = ("stages.stage3_multimodal.seed=7", "stages.stage4_long_context.budget.steps=6",
+             *(f"~pipeline.steps.{name}" for name in EVALS))
     existing = set(runs.glob("work/stage4-*"))
     started = run_pipeline(prefect_services, runs, *extra, watch=False)
     work = wait_for_checkpoint(runs, existing)
@@ -236,10 +238,7 @@ def test_a_killed_worker_then_a_rerun_resumes_the_interrupted_step(first_run, pr
     run = run_pipeline(prefect_services, runs, *extra)
     assert run.returncode == 0, run.output
     resumed = summary(runs, run)
-    status = status_of(resumed)
-    assert status.pop("eval3") in ("cached", "ran")  # it ran beside stage4: finished or killed with it
-    assert status == {"stage1": "cached", "eval1": "cached", "stage2": "cached", "eval2": "cached",
-                      "stage3": "cached", "stage4": "ran", "eval4": "ran"}
+    assert status_of(resumed) == {"stage1": "cached", "stage2": "cached", "stage3": "cached", "stage4": "ran"}
     steps = {s["step"]: s for s in resumed["steps"]}
     stage3, stage4 = steps["stage3"], steps["stage4"]
     assert stage4["resumed"] and Path(stage4["work_dir"]) == work

@@ -29,7 +29,8 @@ def single_process_group():
 
 
 def stage_config(**values) -> StageConfig:
-    overrides = [f"stages.{STAGE}.{key}={value}" for key, value in values.items()]
+    overrides = [f"{'+' if key.startswith('+') else ''}stages.{STAGE}.{key.lstrip('+')}={value}"
+                 for key, value in values.items()]
     return validated(StageConfig, compose(["pipeline=smoke", "stages.stage3_multimodal.precision=fp32",
                                            *overrides]).stages[STAGE], where="test")
 
@@ -135,3 +136,24 @@ def test_resume_refuses_a_module_with_a_missing_or_unexpected_tensor(tamper, tin
     fresh = engine_for(tiny_cfg, tokenizer, tmp_path, grad_accum=1, zero_stage=2)
     with pytest.raises(CheckpointMismatch, match=rf"(?s)does not match the model.*{expected}"):
         fresh.resume()
+
+
+def test_lr_scale_gives_each_named_part_its_own_learning_rate(tiny_cfg, tokenizer, encoder, tmp_path):
+    """optim.lr_scale: the vision tower and projector train at a tenth of lr, the LLM at lr, through
+    DeepSpeed's ZeRO-2 optimizer and the schedule; the logged lr is the base lr."""
+    engine = engine_for(tiny_cfg, tokenizer, tmp_path, **{"optim.lr": 1e-3, "zero_stage": 2,
+                                                           "optim.lr_scale.vit": 0.1,
+                                                           "optim.lr_scale.projector": 0.1})
+    batch = collate_packed([[text_sample(encoder, "a", 3)]], 64, tokenizer.pad_token_id)
+    engine.train_step([engine.to_device(batch)], tokens=64, samples=1)
+    groups = {g["part"]: g["lr"] for g in engine.base_optimizer.param_groups}
+    factor = engine.lr() / 1e-3   # the schedule's factor at this step
+    assert groups == pytest.approx({"vit": 1e-4 * factor, "projector": 1e-4 * factor, "llm": 1e-3 * factor})
+    assert len(engine.base_optimizer.param_groups) == 3   # (ZeRO-2 flattens each group's parameters)
+
+
+def test_an_unknown_part_in_lr_scale_fails_naming_the_key():
+    from conf import ConfigError
+
+    with pytest.raises(ConfigError, match=r"optim.lr_scale.vision: not a model part"):
+        stage_config(**{"+optim.lr_scale.vision": 0.1})
