@@ -40,6 +40,16 @@ def compose_pipeline(pipeline: str, overrides: list[str]) -> DictConfig:
     return conf.compose([f"pipeline={pipeline}", *overrides])
 
 
+def _check_gate_steps(resolved: dict[str, Any], steps, orchestration: OrchestrationConfig, pipeline: str) -> None:
+    """Every `eval.gates` entry names a step of this pipeline whose kind reads the `eval` section: a gate on a
+    misspelt or absent step would never be checked."""
+    gated = set(((resolved.get("eval") or {}).get("gates") or {}))
+    readers = [s.name for s in steps if "eval" in orchestration.kinds[s.kind].config.values()]
+    for step in sorted(gated - set(readers)):
+        raise ConfigError(f"eval.gates.{step}: pipeline '{pipeline}' has no evaluation step '{step}' "
+                          f"(its evaluation steps: {readers})")
+
+
 def build_plan(pipeline: str, overrides: list[str] | None = None) -> PipelinePlan:
     """Compose and check everything; raises ConfigError (PipelineError for the DAG) naming the problem."""
     overrides = list(overrides or [])
@@ -71,6 +81,7 @@ def build_plan(pipeline: str, overrides: list[str] | None = None) -> PipelinePla
             if kind.input != source_output:
                 raise PipelineError(f"{where}: kind '{step.kind}' starts from a {kind.input}, but step "
                                     f"'{step.source}' (kind '{by_name[step.source].kind}') outputs {source_output}")
+    _check_gate_steps(resolved, steps, orchestration, name)
     check_generator_config(resolved["data"], resolved["model"])
     model = model_config_from(resolved["model"])
     if model.init.source == "pretrained" and any(step.source is None for step in steps):

@@ -49,6 +49,8 @@ def test_a_step_entry_overrides_its_kinds_resources():
     ("orchestration.kinds.pretrain.scores=scores.json",
      r"orchestration.kinds.pretrain.scores: a file name in the kind's artifact set .* with output 'checkpoint'"),
     ("report.plot_columns=0", r"report.plot_columns: must be >= 1, got 0"),
+    ("+eval.gates.evl4={synthetic_counting: 0.3}",
+     r"eval.gates.evl4: pipeline 'smoke' has no evaluation step 'evl4' \(its evaluation steps: \['eval1', 'eval2', 'eval3', 'eval4'\]\)"),
     ("orchestration.kinds.pretrain.config.stage='stagez.{stage}'",
      r"step 'stage1': the kind's config.stage reads `stagez.\{stage\}`, but `the composed config` has no 'stagez'"),
 ])
