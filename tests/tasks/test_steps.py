@@ -74,7 +74,7 @@ def test_a_step_runs_then_is_cached_with_lineage_to_the_next(env, monkeypatch):
     assert tags["mimovl.step"] == "stage1" and tags["mimovl.step_key"] == s1.step_key
     assert tags["mimovl.input_checkpoint"] == "" and tags["mimovl.output_checkpoint"] == s1.output_uri
     assert tags["mimovl.git_sha"] == plan.git_sha and tags["mimovl.status"] == "ran"
-    assert run1.data.params["stage.optim.lr"] == "0.001"
+    assert run1.data.params["stage.optim.lr"] == str(plan.config["stages"]["stage1_projector_warmup"]["optim"]["lr"])
     assert [m.step for m in client.get_metric_history(s1.run_id, "loss")] == [1, 2, 3, 4]  # logged by the job
     artifacts = {a.path for a in client.list_artifacts(s1.run_id)} | {a.path for a in client.list_artifacts(s1.run_id, "job")}
     assert "step.yaml" in artifacts and f"job/{s1.run_id}.log" in artifacts
