@@ -231,12 +231,15 @@ def build_report(step_scores: Mapping[str, Mapping[str, Any]], out_dir: str | Pa
 def step_scores_of(plan, outcomes: Mapping[str, Any], store, out_dir: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     """{label: benchmarks} in pipeline order for each completed step whose kind declares a scores file (the
     evaluate steps): its output read through the store (s3:// fetched into out_dir), the label the step it scored (`from:`), or
-    "<from>:<step>" where two steps scored the same one."""
+    "<from>:<step>" where two steps scored the same one, or the step's own name where it has no `from:`."""
     scored = [step for step in plan.steps if plan.kind(step).scores and step.name in outcomes]
     sources = [step.source for step in scored]
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for step in scored:
-        label = step.source if step.source and sources.count(step.source) == 1 else f"{step.source}:{step.name}"
+        if not step.source:  # a step that scores no other step's output (e.g. a baseline): its own name
+            label = step.name
+        else:
+            label = step.source if sources.count(step.source) == 1 else f"{step.source}:{step.name}"
         folder = store.materialize(outcomes[step.name].output_uri, Path(out_dir) / step.name)
         result[label] = read_scores(folder / plan.kind(step).scores)
     return result

@@ -122,7 +122,7 @@ def test_bad_scores_fail_naming_the_step_benchmark_and_field(tmp_path):
 
 def test_a_run_reports_its_scored_steps_under_the_step_each_scored(tmp_path):
     """step_scores_of: the kinds with a scores file only, completed steps only, labelled by `from:`; two
-    steps scoring one checkpoint keep apart as <from>:<step>."""
+    steps scoring one checkpoint keep apart as <from>:<step>; one with no `from:` keeps its own name."""
     from types import SimpleNamespace
 
     from flows.report import step_scores_of
@@ -132,13 +132,14 @@ def test_a_run_reports_its_scored_steps_under_the_step_each_scored(tmp_path):
 
     kinds = {"pretrain": SimpleNamespace(scores=None), "evaluate": SimpleNamespace(scores="scores.json")}
     steps = [step("stage1", "pretrain", None), step("eval1", "evaluate", "stage1"), step("stage2", "pretrain", "stage1"),
-             step("eval2", "evaluate", "stage2"), step("eval2b", "evaluate", "stage2"), step("eval3", "evaluate", "stage3")]
+             step("eval2", "evaluate", "stage2"), step("eval2b", "evaluate", "stage2"), step("eval3", "evaluate", "stage3"),
+             step("baseline", "evaluate", None)]
     plan = SimpleNamespace(steps=steps, kind=lambda s: kinds[s.kind])
-    for name, score in (("eval1", 0.1), ("eval2", 0.2), ("eval2b", 0.3)):
+    for name, score in (("eval1", 0.1), ("eval2", 0.2), ("eval2b", 0.3), ("baseline", 0.05)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "scores.json").write_text(json.dumps({"benchmarks": {"vqa": entry(score, 0.3)}}))
-    outcomes = {name: SimpleNamespace(output_uri=f"file://{tmp_path / name}") for name in ("stage1", "eval1", "eval2", "eval2b")}
+    outcomes = {name: SimpleNamespace(output_uri=f"file://{tmp_path / name}") for name in ("stage1", "eval1", "eval2", "eval2b", "baseline")}
     store = SimpleNamespace(materialize=lambda uri, cache: tmp_path / uri.rsplit("/", 1)[1])
     scores = step_scores_of(plan, outcomes, store, tmp_path / "cache")   # eval3 did not complete
-    assert list(scores) == ["stage1", "stage2:eval2", "stage2:eval2b"]
-    assert [s["vqa"]["score"] for s in scores.values()] == [0.1, 0.2, 0.3]
+    assert list(scores) == ["stage1", "stage2:eval2", "stage2:eval2b", "baseline"]   # no `from:`: its own name
+    assert [s["vqa"]["score"] for s in scores.values()] == [0.1, 0.2, 0.3, 0.05]
