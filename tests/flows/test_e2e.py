@@ -23,7 +23,6 @@ pytestmark = pytest.mark.slow
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 EVALS = ["eval1", "eval2", "eval3", "eval4"]
 STEPS = [step for pair in zip(STAGES, EVALS) for step in pair]   # the plan's order: each stage, then its evaluation
-SMOKE_SAMPLES = 2   # conf/pipeline/smoke.yaml eval.max_samples
 DEADLINE_S = 300
 
 
@@ -150,9 +149,11 @@ def test_the_smoke_pipeline_completes_through_the_deployment(first_run, prefect_
 def check_evaluations(result: dict, by_step: dict, client, runs: Path) -> None:
     """Each stage's checkpoint evaluated: its scores published as the eval step's artifact set (every
     synthetic benchmark, smoke's few items each) and logged into the eval step's run."""
+    from flows.plan import build_plan
     from storage.store import open_store
 
     steps = {s["step"]: s for s in result["steps"]}
+    smoke_samples = build_plan("smoke").config["eval"]["max_samples"]   # conf/pipeline/smoke.yaml
     store = open_store({**storage_section(), "root": f"file://{runs}/store"})
     for stage, name in zip(STAGES, EVALS):
         step, run = steps[name], by_step[name]
@@ -162,7 +163,7 @@ def check_evaluations(result: dict, by_step: dict, client, runs: Path) -> None:
         assert sorted(manifest.files) == ["predictions.jsonl", "scores.json"] and manifest.run_id == step["run_id"]
         scores = json.loads((Path(store.local_path(step["output_uri"])) / "scores.json").read_text())["benchmarks"]
         assert scores and all(name.startswith("synthetic_") for name in scores)
-        assert {entry["n"] for entry in scores.values()} == {SMOKE_SAMPLES}
+        assert {entry["n"] for entry in scores.values()} == {smoke_samples}
         for benchmark, entry in scores.items():  # logged by the job into the run it was given
             assert run.data.metrics[f"score/{benchmark}"] == pytest.approx(entry["score"])
         assert "system/cpu_utilization_percentage" in run.data.metrics
@@ -238,8 +239,8 @@ def test_a_stage3_override_reruns_stage3_onward_and_a_killed_worker_resumes(firs
         assert steps[name]["source_run_id"] == before[name]["run_id"]
     for name in ("stage3", "stage4"):
         assert steps[name]["step_key"] != before[name]["step_key"]
-    new_logs = job_logs(runs) - logs_before  # the jobs both flow runs started: stage3's and stage4's only
-    assert new_logs and {log.parent.parent.name.split("-")[0] for log in new_logs} == {"stage3", "stage4"}
+    new_logs = job_logs(runs) - logs_before  # work folders are <step>-<key>: only stage3's and stage4's jobs ran
+    assert new_logs and {log.parent.parent.name.rsplit("-", 1)[0] for log in new_logs} == {"stage3", "stage4"}
     stage3, stage4 = steps["stage3"], steps["stage4"]
     assert stage4["resumed"] and Path(stage4["work_dir"]) == work
     log = (work / "logs" / f"{stage4['run_id']}.log").read_text()
