@@ -22,6 +22,11 @@ SHAPE_KINDS = ("circle", "square", "triangle")
 GRID = 3  # shapes sit in the cells of a 3x3 grid: the grid of the nine position words
 # Tasks whose samples have no verifiable target: pre-training only.
 UNTARGETED_TASKS = ("caption", "interleaved")
+# Preference pairs (data/synth_pairs.py): their splits, generated in this order (held-out first, as above),
+# and the facts a rejected answer changes.
+PREFERENCE_SPLITS = ("train", "heldout")
+PREFERENCE_GENERATION_ORDER = ("heldout", "train")
+FACT_KINDS = ("colour", "count", "position", "number")
 
 
 def _check_range(where: str, pair: list[int], low: int) -> None:
@@ -137,6 +142,43 @@ class TextConfig:
 
 
 @dataclass
+class PreferenceSplits:
+    train: float = MISSING
+    heldout: float = MISSING
+
+
+@dataclass
+class PreferenceSynthConfig:
+    pairs_per_sample: float = MISSING
+    splits: PreferenceSplits = MISSING
+    kinds: dict[str, float] = MISSING
+    max_offset: int = MISSING
+
+    def split_fractions(self) -> dict[str, float]:
+        return {split: getattr(self.splits, split) for split in PREFERENCE_SPLITS}
+
+    def pairs(self, samples: int) -> int:
+        """Pairs of a data set of `samples` samples."""
+        return round(samples * self.pairs_per_sample)
+
+    def check(self, where: str) -> None:
+        if self.pairs_per_sample < 0:
+            raise ConfigError(f"{where}.pairs_per_sample: expected >= 0, got {self.pairs_per_sample}")
+        fractions = self.split_fractions()
+        if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
+            raise ConfigError(f"{where}.splits: expected fractions >= 0 summing to 1, got {fractions}")
+        for kind, weight in self.kinds.items():
+            if kind not in FACT_KINDS:
+                raise ConfigError(f"{where}.kinds.{kind}: unknown fact kind (one of {FACT_KINDS})")
+            if weight < 0:
+                raise ConfigError(f"{where}.kinds.{kind}: expected >= 0, got {weight}")
+        if self.pairs_per_sample > 0 and not any(w > 0 for w in self.kinds.values()):
+            raise ConfigError(f"{where}.kinds: expected at least one weight > 0")
+        if self.max_offset < 1:
+            raise ConfigError(f"{where}.max_offset: expected >= 1, got {self.max_offset}")
+
+
+@dataclass
 class SynthConfig:
     name: str = MISSING
     model: str = MISSING
@@ -160,6 +202,7 @@ class SynthConfig:
     gui: GuiConfig = MISSING
     reasoning: ReasoningConfig = MISSING
     text: TextConfig = MISSING
+    preference: PreferenceSynthConfig = MISSING
 
     def split_fractions(self) -> dict[str, float]:
         return {split: getattr(self.splits, split) for split in SPLITS}
@@ -207,6 +250,10 @@ class SynthConfig:
             raise ConfigError(f"{where}.shapes: expected distinct kinds from {SHAPE_KINDS}, got {self.shapes}")
         self._check_scene(where)
         self._check_tasks(where)
+        self.preference.check(f"{where}.preference")
+        counts_changed = self.preference.pairs_per_sample > 0 and self.preference.kinds.get("count", 0) > 0
+        if counts_changed and self.scene.max_count < 2:
+            raise ConfigError(f"{where}.preference.kinds.count: scene.max_count 1 leaves no other count to reject")
 
     def _check_scene(self, where: str) -> None:
         s = self.scene

@@ -1,4 +1,5 @@
-"""The data manifest: DIR/manifest.json lists the sha256 of every shard and image of a data set.
+"""The data manifest: DIR/manifest.json lists the sha256 of every shard and image of a data set (its preference
+pairs' included).
 
 Its `digest` (sha256 over the sorted "path<TAB>sha256" lines) identifies the data: equal files give an
 equal digest whatever produced them, and it enters the cache key of every step that reads the data.
@@ -33,15 +34,15 @@ def files_digest(files: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(files: dict[str, str], splits: dict[str, Any], generator: dict[str, Any]) -> dict[str, Any]:
-    """`files`: {path relative to the data set folder: sha256}; `splits`: per split counts and shards."""
-    return {
-        "format": FORMAT,
-        "digest": files_digest(files),
-        "splits": splits,
-        "generator": generator,
-        "files": dict(sorted(files.items())),
-    }
+def build_manifest(files: dict[str, str], splits: dict[str, Any], generator: dict[str, Any],
+                   preference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`files`: {path relative to the data set folder: sha256}; `splits`: per split counts and shards;
+    `preference`: the same per split of preference pairs, when the data set holds any (else no such key)."""
+    manifest: dict[str, Any] = {"format": FORMAT, "digest": files_digest(files), "splits": splits}
+    if preference is not None:
+        manifest["preference"] = preference
+    manifest.update(generator=generator, files=dict(sorted(files.items())))
+    return manifest
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:

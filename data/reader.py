@@ -1,6 +1,7 @@
-"""Read JSONL shards from a local folder or an s3:// prefix as validated samples with their images.
+"""Read JSONL shards from a local folder or an s3:// prefix as validated samples (SampleReader) or
+preference pairs (PreferenceReader: the synthetic pairs and public files, data/preference.py) with their images.
 
-A sample whose image is missing or cannot be decoded is skipped at once, counted in `reader.stats` and
+A record whose image is missing or cannot be decoded is skipped at once, counted in `reader.stats` and
 logged at WARNING with its id; it never stops the run. An image read that fails transiently (a connection
 error, a timeout, an S3 5xx: storage.files.TransientReadError) is retried with the storage config's
 `read_retry` attempts and backoff, and only then skipped the same way (as unreadable). A record that is
@@ -13,9 +14,11 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
+from data.preference import PreferencePair
 from data.schema import Sample, SampleError
 from storage.files import MissingObject, Storage, TransientReadError, join, resolve
 
@@ -32,7 +35,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError
 @dataclass
 class ReadStats:
     shards: int = 0
-    samples: int = 0  # samples yielded
+    samples: int = 0  # records yielded (samples, or a PreferenceReader's pairs)
     retries: int = 0  # image reads repeated after a transient failure
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
 
@@ -52,13 +55,17 @@ class LoadedSample:
     source: str  # "<shard>:<line>"
 
 
-class SampleReader:
-    """Iterates the samples of every *.jsonl file under `uri` (or `uri`/`split`), in sorted file order.
+@dataclass(frozen=True)
+class LoadedPair:
+    pair: PreferencePair
+    images: list[Image.Image]  # RGB, in the order of pair.image_refs(); empty when images are not loaded
+    source: str  # "<file>:<line>"
 
-    uri: a local folder, file:// URI or s3://bucket/prefix. Image references resolve against the
-    folder of their shard. Each iteration reads the shards again and adds to `stats`. storage: how files
-    are read (its S3 client and read_retry); None: local files with the shipped conf/storage/local.yaml.
-    """
+
+class _ShardReader:
+    """What both readers share: the shards under a root, records parsed (bad ones skipped and counted), images."""
+
+    what = "record"  # in log lines
 
     def __init__(self, uri: str, *, split: str | None = None, strict: bool = False, load_images: bool = True,
                  storage: Storage | None = None):
@@ -71,36 +78,33 @@ class SampleReader:
     def shard_uris(self) -> list[str]:
         return self.storage.list(self.root, ".jsonl")
 
-    def __iter__(self) -> Iterator[LoadedSample]:
+    def _from_json(self, line: str, shard: str, line_no: int) -> Any:
+        raise NotImplementedError
+
+    def _records(self) -> Iterator[tuple[Any, list[Image.Image], str]]:
         for shard in self.shard_uris():
             self.stats.shards += 1
             for line_no, raw in enumerate(self.storage.read_bytes(shard).splitlines(), 1):
                 if not raw.strip():
                     continue
                 where = f"{shard}:{line_no}"
-                sample = self._parse(raw, shard, line_no)
-                if sample is None:
+                record = self._parse(raw, shard, line_no)
+                if record is None:
                     continue
-                images = self._images(sample, shard, where) if self.load_images else []
+                images = self._images(record, shard, where) if self.load_images else []
                 if images is None:
                     continue
                 self.stats.samples += 1
-                yield LoadedSample(sample, images, where)
+                yield record, images, where
 
-    def images_of(self, record: LoadedSample) -> list[Image.Image] | None:
-        """The images of a record read with load_images=False; None (skipped, counted, logged) when one is
-        missing or corrupt."""
-        shard = record.source.rsplit(":", 1)[0]
-        return self._images(record.sample, shard, record.source)
-
-    def _parse(self, raw: bytes, shard: str, line_no: int) -> Sample | None:
+    def _parse(self, raw: bytes, shard: str, line_no: int) -> Any:
         try:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise SampleError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=shard,
                                   line_no=line_no) from exc
-            return Sample.from_json(line, file=shard, line_no=line_no)
+            return self._from_json(line, shard, line_no)
         except SampleError as exc:
             if self.strict:
                 raise
@@ -108,23 +112,23 @@ class SampleReader:
             log.warning("skipping a malformed record: %s", exc)
             return None
 
-    def _images(self, sample: Sample, shard: str, where: str) -> list[Image.Image] | None:
+    def _images(self, record: Sample | PreferencePair, shard: str, where: str) -> list[Image.Image] | None:
         images = []
-        for ref in sample.image_refs():
+        for ref in record.image_refs():
             uri = resolve(shard, ref)
             try:
                 data = self._read_retrying(uri, where)
             except MissingObject:
-                return self._skip(MISSING_IMAGE, sample, where, f"missing image {uri}")
+                return self._skip(MISSING_IMAGE, record, where, f"missing image {uri}")
             except TransientReadError as exc:
                 attempts = self.storage.read_retry.attempts
-                return self._skip(UNREADABLE_IMAGE, sample, where, f"unreadable image after {attempts} reads ({exc})")
+                return self._skip(UNREADABLE_IMAGE, record, where, f"unreadable image after {attempts} reads ({exc})")
             try:
                 with Image.open(io.BytesIO(data)) as image:
                     image.load()
                     images.append(image.convert("RGB"))
             except _DECODE_ERRORS as exc:
-                return self._skip(CORRUPT_IMAGE, sample, where, f"corrupt image {uri} ({exc})")
+                return self._skip(CORRUPT_IMAGE, record, where, f"corrupt image {uri} ({exc})")
         return images
 
     def _read_retrying(self, uri: str, where: str) -> bytes:
@@ -144,7 +148,54 @@ class SampleReader:
                             uri, where, exc, attempt, policy.attempts, delay)
                 time.sleep(delay)
 
-    def _skip(self, reason: str, sample: Sample, where: str, detail: str) -> None:
+    def _skip(self, reason: str, record: Sample | PreferencePair, where: str, detail: str) -> None:
         self.stats.skipped[reason] += 1
-        log.warning("skipping sample %s (%s): %s", sample.id, where, detail)
+        log.warning("skipping %s %s (%s): %s", self.what, record.id, where, detail)
         return None
+
+
+class SampleReader(_ShardReader):
+    """Iterates the samples of every *.jsonl file under `uri` (or `uri`/`split`), in sorted file order.
+
+    uri: a local folder, file:// URI or s3://bucket/prefix. Image references resolve against the
+    folder of their shard. Each iteration reads the shards again and adds to `stats`. storage: how files
+    are read (its S3 client and read_retry); None: local files with the shipped conf/storage/local.yaml.
+    """
+
+    what = "sample"
+
+    def __iter__(self) -> Iterator[LoadedSample]:
+        for sample, images, where in self._records():
+            yield LoadedSample(sample, images, where)
+
+    def images_of(self, record: LoadedSample) -> list[Image.Image] | None:
+        """The images of a record read with load_images=False; None (skipped, counted, logged) when one is
+        missing or corrupt."""
+        shard = record.source.rsplit(":", 1)[0]
+        return self._images(record.sample, shard, record.source)
+
+    def _from_json(self, line: str, shard: str, line_no: int) -> Sample:
+        return Sample.from_json(line, file=shard, line_no=line_no)
+
+
+class PreferenceReader(_ShardReader):
+    """Iterates the preference pairs of every *.jsonl file under `uri` (or `uri`/`split`), in sorted file order:
+    the synthetic pairs (`<data set>/preference`, split `train` or `heldout`) or public files in the common
+    `prompt`/`chosen`/`rejected` form (data/preference.py). Arguments, images and `stats` as SampleReader's
+    (`stats.samples` counts the pairs yielded).
+    """
+
+    what = "pair"
+
+    def __iter__(self) -> Iterator[LoadedPair]:
+        for pair, images, where in self._records():
+            yield LoadedPair(pair, images, where)
+
+    def images_of(self, record: LoadedPair) -> list[Image.Image] | None:
+        """The images of a pair read with load_images=False; None (skipped, counted, logged) when one is
+        missing or corrupt."""
+        shard = record.source.rsplit(":", 1)[0]
+        return self._images(record.pair, shard, record.source)
+
+    def _from_json(self, line: str, shard: str, line_no: int) -> PreferencePair:
+        return PreferencePair.from_json(line, file=shard, line_no=line_no)

@@ -64,7 +64,7 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-class _Checker:
+class Checker:
     """Raises SampleError with the record's location and the offending field."""
 
     def __init__(self, file: str | None, line_no: int | None):
@@ -106,7 +106,7 @@ class Sample:
 
     @classmethod
     def from_dict(cls, record: Any, *, file: str | None = None, line_no: int | None = None) -> Sample:
-        check = _Checker(file, line_no)
+        check = Checker(file, line_no)
         if not isinstance(record, dict):
             check.fail(None, f"expected a JSON object, got {_type_name(record)}")
         for key in record:
@@ -121,7 +121,7 @@ class Sample:
         if task not in TASKS:
             check.fail("task", f"unknown task {task!r} (one of {', '.join(TASKS)})")
         messages = record["messages"]
-        _check_messages(check, messages, task)
+        check_messages(check, messages, task=task)
         target = record.get("target")
         last_role = messages[-1]["role"]
         _check_target(check, target, task, is_prompt=last_role != "assistant")
@@ -154,13 +154,14 @@ class Sample:
         return "".join(part["text"] for part in self.messages[-1]["content"] if part["type"] == "text")
 
 
-def _check_messages(check: _Checker, messages: Any, task: str) -> None:
-    check.expect(messages, list, "messages", "a list")
+def check_messages(check: Checker, messages: Any, *, task: str | None = None, field: str = "messages") -> None:
+    """A conversation in chat form; `field` names the list in errors (a preference pair's "prompt")."""
+    check.expect(messages, list, field, "a list")
     if not messages:
-        check.fail("messages", "expected at least one message")
+        check.fail(field, "expected at least one message")
     n_images = 0
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
+        where = f"{field}[{i}]"
         check.expect(message, dict, where, "an object")
         for key in message:
             if key not in ("role", "content"):
@@ -183,17 +184,17 @@ def _check_messages(check: _Checker, messages: Any, task: str) -> None:
             n_images += _check_part(check, part, f"{where}.content[{j}]", role)
     roles = [m["role"] for m in messages]
     if "user" not in roles:
-        check.fail("messages", "expected at least one user message")
+        check.fail(field, "expected at least one user message")
     first_turn = 1 if roles[0] == "system" else 0
     if roles[first_turn] != "user":
-        check.fail(f"messages[{first_turn}].role", "the conversation must start with a user message")
+        check.fail(f"{field}[{first_turn}].role", "the conversation must start with a user message")
     if roles[-1] not in ("user", "assistant"):
-        check.fail(f"messages[{len(roles) - 1}].role", "the last message must be the user's or the assistant's")
+        check.fail(f"{field}[{len(roles) - 1}].role", "the last message must be the user's or the assistant's")
     if task == "text" and n_images:
-        check.fail("messages", "a 'text' sample may not reference images")
+        check.fail(field, "a 'text' sample may not reference images")
 
 
-def _check_part(check: _Checker, part: Any, where: str, role: str) -> int:
+def _check_part(check: Checker, part: Any, where: str, role: str) -> int:
     check.expect(part, dict, where, "an object")
     kind = part.get("type")
     if kind == "text":
@@ -212,7 +213,7 @@ def _check_part(check: _Checker, part: Any, where: str, role: str) -> int:
     return int(kind == "image")
 
 
-def _check_target(check: _Checker, target: Any, task: str, *, is_prompt: bool) -> None:
+def _check_target(check: Checker, target: Any, task: str, *, is_prompt: bool) -> None:
     if target is None:
         if task in VERIFIABLE_TASKS:
             check.fail("target", f"required for task '{task}'")
@@ -247,7 +248,7 @@ def _check_target(check: _Checker, target: Any, task: str, *, is_prompt: bool) -
             check.fail("target.count", f"expected a count >= 0, got {target['count']}")
 
 
-def _check_box(check: _Checker, box: Any, where: str) -> None:
+def _check_box(check: Checker, box: Any, where: str) -> None:
     check.expect(box, list, where, "a list [x1, y1, x2, y2]")
     if len(box) != 4:
         check.fail(where, f"expected 4 numbers [x1, y1, x2, y2], got {len(box)}")

@@ -3,11 +3,14 @@
 Layout of DIR:
     <split>/shard-00000.jsonl      one Sample per line (data/schema.py)
     <split>/images/<id>-<k>.png    the k-th image of sample <id>, referenced as "images/<id>-<k>.png"
+    preference/<split>/shard-00000.jsonl, preference/<split>/images/...
+                                   preference pairs (data/preference.py, data/synth_pairs.py), splits train, heldout
     manifest.json                  counts per split and task, sha256 of every file, one digest (last)
 Splits: "pretrain" and "heldout" (prompt + assistant answer + target; heldout is never trained on: the
-stages' probe loss), "rl" and "eval" (prompt + target, no answer).
-No image and no prompt appears twice in the whole data set, so none is shared across splits: a drawn
-sample whose image or prompt already exists is drawn again, and the written data set is checked.
+stages' probe loss), "rl" and "eval" (prompt + target, no answer). The preference pairs come last, from their
+own random streams, so the four splits are the same with or without them.
+No image and no prompt appears twice in the whole data set, so none is shared across splits (the pairs' included):
+a drawn sample whose image or prompt already exists is drawn again, and the written data set is checked.
 The same seed, sample count and config give byte-identical files (and the same manifest digest).
 """
 from __future__ import annotations
@@ -23,19 +26,24 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from data.config import ANSWERED_SPLITS, GENERATION_ORDER, SPLITS, ResizeSpec, SynthConfig, load_data_config, load_resize_spec
+from data.config import (ANSWERED_SPLITS, GENERATION_ORDER, PREFERENCE_GENERATION_ORDER, PREFERENCE_SPLITS, SPLITS,
+                         ResizeSpec, SynthConfig, load_data_config, load_resize_spec)
 from data.manifest import MANIFEST_NAME, build_manifest, sha256_bytes, sha256_file, write_manifest
+from data.preference import PreferencePair
 from data.render import encode_png, render
-from data.schema import Sample
+from data.schema import Message, Sample
+from data.synth_pairs import PairDraft, pair_builder
 from data.synth_tasks import BUILDERS, Draft, TaskContext
 
 log = logging.getLogger(__name__)
+
+PREFERENCE_DIR = "preference"  # <out>/preference/<split>/: the preference pairs
 
 
 class GenerationError(RuntimeError):
@@ -71,30 +79,39 @@ def prompt_key(parts: list[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
-def sample_prompt_parts(sample: Sample, image_digests: list[str]) -> list[tuple[str, str]]:
+def messages_prompt_parts(messages: list[Message], image_digests: list[str]) -> list[tuple[str, str]]:
     digests = iter(image_digests)
     parts = []
-    for message in sample.prompt_messages():
+    for message in messages:
         parts.append(("role", message["role"]))
         for part in message["content"]:
             parts.append(("text", part["text"]) if part["type"] == "text" else ("image", next(digests)))
     return parts
 
 
-def _draft_prompt_parts(draft: Draft, image_digests: list[str]) -> list[tuple[str, str]]:
+def _draft_prompt_parts(draft: Draft | PairDraft, image_digests: list[str]) -> list[tuple[str, str]]:
     parts = [("role", "user")]
     for part in draft.prompt:
         parts.append(("text", part["text"]) if part["type"] == "text" else ("image", image_digests[part["image"]]))
     return parts
 
 
-def to_sample(draft: Draft, sample_id: str, image_refs: list[str], with_answer: bool) -> Sample:
+def _user_turn(draft: Draft | PairDraft, image_refs: list[str]) -> dict[str, Any]:
     content = [dict(part, image=image_refs[part["image"]]) if part["type"] == "image" else dict(part)
                for part in draft.prompt]
-    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+    return {"role": "user", "content": content}
+
+
+def to_sample(draft: Draft, sample_id: str, image_refs: list[str], with_answer: bool) -> Sample:
+    messages: list[dict[str, Any]] = [_user_turn(draft, image_refs)]
     if with_answer:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": draft.answer}]})
     return Sample.from_dict({"id": sample_id, "task": draft.task, "messages": messages, "target": draft.target})
+
+
+def to_pair(drawn: PairDraft, pair_id: str, image_refs: list[str]) -> PreferencePair:
+    return PreferencePair.from_dict({"id": pair_id, "source": drawn.source, "prompt": [_user_turn(drawn, image_refs)],
+                                     "chosen": drawn.chosen, "rejected": drawn.rejected})
 
 
 class _ShardWriter:
@@ -138,10 +155,13 @@ class _UniqueDrawer:
         self.images: set[str] = set()
         self.prompts: set[str] = set()
 
-    def draw(self, task: str, rng: random.Random) -> tuple[Draft, list[bytes], list[str]]:
+    def draw(self, task: str, rng: random.Random,
+             build: Callable[[TaskContext, random.Random], Any] | None = None) -> tuple[Any, list[bytes], list[str]]:
+        """A Draft of `task` (or what `build` makes: a PairDraft) with its PNGs and their sha256."""
+        build = build or BUILDERS[task]
         level = self.ctx.cfg.png_compress_level
         for _ in range(self.ctx.cfg.max_attempts):
-            draft = BUILDERS[task](self.ctx, rng)
+            draft = build(self.ctx, rng)
             pngs = [encode_png(render(canvas), level) for canvas in draft.canvases]
             digests = [sha256_bytes(png) for png in pngs]
             key = prompt_key(_draft_prompt_parts(draft, digests))
@@ -262,17 +282,53 @@ def _write(root: Path, samples: int, seed: int, cfg: SynthConfig, resize: Resize
         splits[split] = {"samples": sum(tasks.values()), "images": n_images,
                          "tasks": dict(sorted(tasks.items())), "shards": [f"{split}/{name}" for name in shards]}
 
+    # After every split, from their own random streams: the splits above do not depend on the pairs.
+    pairs = cfg.preference.pairs(samples)
+    preference = _write_pairs(root, pairs, seed, cfg, drawer, files) if pairs else None
+
     overlaps = find_split_overlaps(root)
     if overlaps:
         raise GenerationError("splits share images or prompts:\n" + "\n".join(overlaps))
     manifest = build_manifest(files, {split: splits[split] for split in SPLITS},
-                              generator_info(samples, seed, cfg, resize))
+                              generator_info(samples, seed, cfg, resize), preference=preference)
     write_manifest(root, manifest)
     return manifest
 
 
+def _write_pairs(root: Path, total: int, seed: int, cfg: SynthConfig, drawer: _UniqueDrawer,
+                 files: dict[str, str]) -> dict[str, Any]:
+    """Write `total` preference pairs into root/preference/<split>/, adding their files to `files`; returns the
+    manifest's `preference` section."""
+    sizes = allocate(total, cfg.preference.split_fractions())
+    info: dict[str, Any] = {}
+    for split in PREFERENCE_GENERATION_ORDER:
+        rng = random.Random(f"{seed}:{PREFERENCE_DIR}:{split}")
+        rel = f"{PREFERENCE_DIR}/{split}"
+        folder = root / rel
+        (folder / "images").mkdir(parents=True)
+        writer = _ShardWriter(folder, cfg.shard_size)
+        kinds: Counter[str] = Counter()
+        n_images = 0
+        for index, kind in enumerate(task_sequence(sizes.get(split, 0), dict(cfg.preference.kinds), rng)):
+            drawn, pngs, digests = drawer.draw(f"{PREFERENCE_DIR}:{kind}", rng, pair_builder(kind))
+            pair_id = f"pref-{split}-{index:06d}"
+            refs = [f"images/{pair_id}-{k}.png" for k in range(len(pngs))]
+            for ref, png, digest in zip(refs, pngs, digests):
+                (folder / ref).write_bytes(png)
+                files[f"{rel}/{ref}"] = digest
+            writer.write(to_pair(drawn, pair_id, refs).to_json())
+            kinds[kind] += 1
+            n_images += len(pngs)
+        shards = writer.close()
+        files.update({f"{rel}/{name}": digest for name, digest in shards.items()})
+        info[split] = {"pairs": sum(kinds.values()), "images": n_images, "kinds": dict(sorted(kinds.items())),
+                       "shards": [f"{rel}/{name}" for name in shards]}
+    return {split: info[split] for split in PREFERENCE_SPLITS}
+
+
 def find_split_overlaps(root: str | Path) -> list[str]:
-    """Images (by content) and prompts (texts + image contents) that occur in more than one split.
+    """Images (by content) and prompts (texts + image contents) that occur in more than one split, the preference
+    pairs' splits ("preference/train", "preference/heldout") included.
 
     Reads the written shards and images of a local data set; [] when the splits are disjoint.
     """
@@ -280,18 +336,21 @@ def find_split_overlaps(root: str | Path) -> list[str]:
     image_splits: dict[str, set[str]] = defaultdict(set)
     prompt_splits: dict[str, set[str]] = defaultdict(set)
     examples: dict[str, str] = {}
-    for split in SPLITS:
+    folders: list[tuple[str, type[Sample] | type[PreferencePair]]] = [(split, Sample) for split in SPLITS]
+    folders += [(f"{PREFERENCE_DIR}/{split}", PreferencePair) for split in PREFERENCE_SPLITS]
+    for split, record_type in folders:
         for shard in sorted((root / split).glob("*.jsonl")):
             with open(shard, encoding="utf-8") as f:
                 for line_no, line in enumerate(f, 1):
-                    sample = Sample.from_json(line, file=str(shard), line_no=line_no)
-                    digests = [sha256_file(shard.parent / ref) for ref in sample.image_refs()]
+                    record = record_type.from_json(line, file=str(shard), line_no=line_no)
+                    digests = [sha256_file(shard.parent / ref) for ref in record.image_refs()]
                     for digest in digests:
                         image_splits[digest].add(split)
-                        examples.setdefault(digest, sample.id)
-                    key = prompt_key(sample_prompt_parts(sample, digests))
+                        examples.setdefault(digest, record.id)
+                    prompt = record.prompt_messages() if isinstance(record, Sample) else record.prompt
+                    key = prompt_key(messages_prompt_parts(prompt, digests))
                     prompt_splits[key].add(split)
-                    examples.setdefault(key, sample.id)
+                    examples.setdefault(key, record.id)
     problems = []
     for what, table in (("image", image_splits), ("prompt", prompt_splits)):
         for key, in_splits in table.items():
@@ -346,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 3),
         "samples_per_s": round(samples / seconds, 1) if seconds > 0 else None,
         "splits": {split: info["tasks"] for split, info in manifest["splits"].items()},
+        "preference": {split: info["kinds"] for split, info in manifest.get("preference", {}).items()},
     }
     print(json.dumps(summary))
     return 0
