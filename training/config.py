@@ -137,8 +137,10 @@ class StageConfig(TrainingConfig):
         if not self.mixture:
             fail("mixture", "empty data mixture")
         for source, weight in self.mixture.items():
-            if not weight > 0:
-                fail(f"mixture.{source}", f"weight must be > 0, got {weight}")
+            if not weight >= 0:
+                fail(f"mixture.{source}", f"weight must be >= 0 (0 leaves the source out), got {weight}")
+        if not self.drawn_mixture():
+            fail("mixture", f"every weight is 0: nothing to draw ({dict(self.mixture)})")
         super().check(where)
         if (self.budget.steps is None) == (self.budget.tokens is None):
             fail("budget", "set exactly one of budget.steps and budget.tokens")
@@ -152,6 +154,11 @@ class StageConfig(TrainingConfig):
             fail("packing", "min_fill in [0, 1], buffer_size > 0 and prefetch_batches > 0")
         if self.probe_batches < 0:
             fail("probe_batches", f"must be >= 0, got {self.probe_batches}")
+
+    def drawn_mixture(self) -> dict[str, float]:
+        """The sources the stage draws from: those of weight > 0. A profile leaves a source of the stage file out
+        with weight 0 (Hydra merges mappings key by key, so an override cannot delete a key)."""
+        return {source: weight for source, weight in self.mixture.items() if weight > 0}
 
     def total_steps(self, world_size: int) -> int:
         if self.budget.steps is not None:
@@ -216,7 +223,7 @@ def check_mixture_sources(cfg: StepConfig, storage) -> None:
     from data.manifest import load_manifest
 
     splits = load_manifest(cfg.data.uri, storage).get("splits", {})
-    wanted = sorted(cfg.stage.mixture)
+    wanted = sorted(cfg.stage.drawn_mixture())
     checks = [("stage.mixture", cfg.data.split)]
     if cfg.stage.probe_batches:
         checks.append(("stage.probe_split", cfg.stage.probe_split))

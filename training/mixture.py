@@ -239,10 +239,11 @@ def build_row_stream(cfg: StepConfig, tokenizer, image_processor, *, rank: int, 
     sources: the stream then draws from those it has, with their weights."""
     stage = cfg.stage
     split = split or cfg.data.split
-    reader, pools = read_pools(cfg.data.uri, split, sorted(stage.mixture), data_storage(cfg),
+    mixture = stage.drawn_mixture()
+    reader, pools = read_pools(cfg.data.uri, split, sorted(mixture), data_storage(cfg),
                                every_task=split == cfg.data.split)
     encoder = SampleEncoder(tokenizer, image_processor, cfg.model.processor.merge_size)
     packer = Packer(seq_len=stage.seq_len, buffer_size=stage.packing.buffer_size, min_fill=stage.packing.min_fill)
-    weights = {task: stage.mixture[task] for task in pools}
+    weights = {task: mixture[task] for task in pools}
     return RowStream(pools, weights, seed=stage.seed, purpose=purpose, rank=rank, world_size=world_size,
                      split=split, reader=reader, encoder=encoder, packer=packer)

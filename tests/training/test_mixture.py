@@ -243,6 +243,36 @@ def test_eval_split_and_purpose_give_independent_reproducible_streams(make_step,
     assert train and all(i.startswith("pretrain-") for i in train)
 
 
+def test_a_source_of_weight_zero_is_left_out_and_an_all_zero_mixture_is_refused(make_step, stream_of, dataset,
+                                                                                 tmp_path):
+    from conf import ConfigError
+
+    zeroed = {task: 0 for task in ("caption", "interleaved", "ocr", "grounding", "point", "chart", "gui", "math",
+                                   "reasoning", "text")}
+    overrides = [f"stages.{STAGE3}.mixture.{task}=0" for task in zeroed]
+    cfg = step_config(make_step, STAGE3, "zeroed", overrides)
+    assert cfg.stage.drawn_mixture() == {"vqa": cfg.stage.mixture["vqa"], "counting": cfg.stage.mixture["counting"]}
+    stream = stream_of(cfg)
+    assert set(stream.identity["mixture"]) == {"vqa", "counting"}
+    drawn = [s for row in stream.next_rows(3) for s in row]
+    by_id = {json.loads(line)["id"]: json.loads(line)["task"]
+             for shard in sorted((dataset / "pretrain").glob("*.jsonl")) for line in shard.read_text().splitlines()}
+    assert drawn and {by_id[s.sample_id] for s in drawn} <= {"vqa", "counting"}
+    # A source left out needs no sample in the data: a data set without any caption still plans and streams.
+    root = tmp_path / "no-captions"
+    for split in ("pretrain", "heldout"):
+        shutil.copytree(dataset / split, root / split)
+        for shard in (root / split).glob("*.jsonl"):
+            shard.write_text("".join(line + "\n" for line in shard.read_text().splitlines()
+                                     if json.loads(line)["task"] != "caption"))
+    assert stream_of(step_config(make_step, STAGE3, "zeroed-no-captions", overrides, data_uri=str(root))).next_rows(1)
+    everything = [f"stages.{STAGE3}.mixture.{task}=0" for task in (*zeroed, "vqa", "counting")]
+    with pytest.raises(ConfigError, match=r"mixture: every weight is 0"):
+        step_config(make_step, STAGE3, "all-zero", everything)
+    with pytest.raises(ConfigError, match=r"mixture\.vqa: weight must be >= 0"):
+        step_config(make_step, STAGE3, "negative", [f"stages.{STAGE3}.mixture.vqa=-1"])
+
+
 def test_a_split_with_none_of_the_sources_is_an_error_naming_it(make_step, stream_of, dataset, tmp_path):
     root = tmp_path / "no-caption-held-out"
     shutil.copytree(dataset / "pretrain", root / "pretrain")
