@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from data.schema import Checker, Message, SampleError, check_messages
+from data.schema import Checker, Message, check_messages, json_record
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,7 @@ class PreferencePair:
 
     @classmethod
     def from_json(cls, line: str, *, file: str | None = None, line_no: int | None = None) -> PreferencePair:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SampleError(f"invalid JSON: {exc.msg} at column {exc.colno}",
-                              file=file, line_no=line_no) from exc
-        return cls.from_dict(record, file=file, line_no=line_no)
+        return cls.from_dict(json_record(line, file, line_no), file=file, line_no=line_no)
 
     @classmethod
     def from_dict(cls, record: Any, *, file: str | None = None, line_no: int | None = None) -> PreferencePair:

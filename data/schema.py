@@ -88,6 +88,14 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+def json_record(line: str, file: str | None, line_no: int | None) -> Any:
+    """One JSONL line parsed; invalid JSON is a SampleError naming the file, line and column."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SampleError(f"invalid JSON: {exc.msg} at column {exc.colno}", file=file, line_no=line_no) from exc
+
+
 @dataclass(frozen=True)
 class Sample:
     id: str
@@ -97,12 +105,7 @@ class Sample:
 
     @classmethod
     def from_json(cls, line: str, *, file: str | None = None, line_no: int | None = None) -> Sample:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SampleError(f"invalid JSON: {exc.msg} at column {exc.colno}",
-                              file=file, line_no=line_no) from exc
-        return cls.from_dict(record, file=file, line_no=line_no)
+        return cls.from_dict(json_record(line, file, line_no), file=file, line_no=line_no)
 
     @classmethod
     def from_dict(cls, record: Any, *, file: str | None = None, line_no: int | None = None) -> Sample:
