@@ -211,7 +211,8 @@ def test_resumed_stream_continues_exactly_without_replay(make_step, stream_of, m
 
 @pytest.mark.parametrize("change, named", [
     ({"overrides": [f"stages.{STAGE3}.seed=5"]}, "seed: state has 0, this stream 5"),
-    ({"overrides": [f"stages.{STAGE3}.mixture.caption=0.5"]}, r"mixture: state has \{'caption': 0\.\d+.*this stream \{'caption': 0\.5"),
+    ({"overrides": [f"stages.{STAGE3}.mixture.counting=0.45"]},
+     r"mixture: state has \{'counting': 0\.\d+.*this stream \{'counting': 0\.45"),
     ({"overrides": [f"stages.{STAGE3}.packing.min_fill=0.5"]}, "min_fill: state has 0.95, this stream 0.5"),
     ({"world_size": 4}, "world_size: state has 2, this stream 4"),
     ({"rank": 0}, "rank: state has 1, this stream 0"),
@@ -233,8 +234,8 @@ def test_eval_split_and_purpose_give_independent_reproducible_streams(make_step,
     probe = stream_of(cfg, split="eval", purpose="probe")
     ids = [i for row in row_ids(probe.next_rows(2)) for i in row]
     assert ids and all(i.startswith("eval-") for i in ids)
-    _, eval_pools = read_pools(str(dataset), "eval", sorted(cfg.stage.mixture), every_task=False)
-    assert set(probe.identity["mixture"]) == set(eval_pools) <= set(cfg.stage.mixture)
+    _, eval_pools = read_pools(str(dataset), "eval", sorted(cfg.stage.drawn_mixture()), every_task=False)
+    assert set(probe.identity["mixture"]) == set(eval_pools) <= set(cfg.stage.drawn_mixture())
     assert row_ids(stream_of(cfg, split="eval", purpose="probe").next_rows(2)) == row_ids(
         stream_of(cfg, split="eval", purpose="probe").next_rows(2))
     other = [i for row in row_ids(stream_of(cfg, split="eval", purpose="probe-b").next_rows(2)) for i in row]
