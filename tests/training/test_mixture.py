@@ -17,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conf import validated
+from data.schema import TASKS
 from training.config import StepConfig
 from training.mixture import (
     IMAGE,
@@ -30,6 +31,9 @@ from training.mixture import (
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE3 = "stage3_multimodal"
+# Every task drawn at stage 3, whatever the profile's curriculum leaves out: the small test data set's pools
+# then hold enough samples for the tests that stay inside one epoch.
+EVERY_TASK = [f"stages.{STAGE3}.mixture.{task}=1" for task in TASKS]
 STAGE1 = "stage1_projector_warmup"  # caption only: its small pool wraps into a new epoch quickly
 BUFFER = 32                         # packer buffer of these tests (the stages' 256 would encode far more)
 
@@ -135,7 +139,7 @@ def test_a_source_smaller_than_the_world_is_refused():
 # --- two ranks in two processes -----------------------------------------------------------------------------
 
 def test_two_processes_draw_disjoint_samples_that_cover_the_pools(make_step, dataset, tmp_path):
-    path = make_step(STAGE3, "ranks", overrides=[f"stages.{STAGE3}.packing.buffer_size={BUFFER}"])
+    path = make_step(STAGE3, "ranks", overrides=[f"stages.{STAGE3}.packing.buffer_size={BUFFER}", *EVERY_TASK])
     outs = [tmp_path / f"rank{r}.json" for r in range(2)]
     procs = [
         subprocess.Popen(
@@ -184,7 +188,7 @@ def test_two_processes_draw_disjoint_samples_that_cover_the_pools(make_step, dat
 @pytest.mark.parametrize("stage, rows_before, where", [(STAGE3, 3, "mid-epoch"), (STAGE1, 4, "past an epoch")])
 def test_resumed_stream_continues_exactly_without_replay(make_step, stream_of, monkeypatch, stage, rows_before,
                                                          where):
-    cfg = step_config(make_step, stage, f"resume-{stage}")
+    cfg = step_config(make_step, stage, f"resume-{stage}", EVERY_TASK if stage == STAGE3 else ())
     whole = stream_of(cfg, rank=1, world_size=2)
     whole.next_rows(rows_before)
     state = json.loads(json.dumps(whole.state_dict()))   # what a checkpoint keeps

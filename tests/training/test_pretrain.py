@@ -158,6 +158,8 @@ def test_unknown_mixture_source_fails_naming_it(make_step, launcher, tmp_path):
 
 def test_a_probe_split_without_every_source_fails_naming_them(make_step, launcher, tmp_path):
     # The synthetic eval split holds prompts of the verifiable tasks only: no caption, no interleaved.
-    config = make_step("stage3_multimodal", "noprobe", overrides=["stages.stage3_multimodal.probe_split=eval"])
+    config = make_step("stage3_multimodal", "noprobe", overrides=[
+        "stages.stage3_multimodal.probe_split=eval", "stages.stage3_multimodal.mixture.caption=0.1",
+        "stages.stage3_multimodal.mixture.interleaved=0.1"])
     with pytest.raises(JobFailed, match=r"stage.probe_split: split 'eval' .* source\(s\) \['caption', 'interleaved'\]"):
         _run(launcher(), config, tmp_path, "noprobe")
