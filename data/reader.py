@@ -66,6 +66,8 @@ class _ShardReader:
     """What both readers share: the shards under a root, records parsed (bad ones skipped and counted), images."""
 
     what = "record"  # in log lines
+    record_type: Any  # Sample or PreferencePair: its from_json parses and validates a line
+    loaded_type: Any  # LoadedSample or LoadedPair: what iteration yields
 
     def __init__(self, uri: str, *, split: str | None = None, strict: bool = False, load_images: bool = True,
                  storage: Storage | None = None):
@@ -78,10 +80,7 @@ class _ShardReader:
     def shard_uris(self) -> list[str]:
         return self.storage.list(self.root, ".jsonl")
 
-    def _from_json(self, line: str, shard: str, line_no: int) -> Any:
-        raise NotImplementedError
-
-    def _records(self) -> Iterator[tuple[Any, list[Image.Image], str]]:
+    def __iter__(self) -> Iterator[Any]:
         for shard in self.shard_uris():
             self.stats.shards += 1
             for line_no, raw in enumerate(self.storage.read_bytes(shard).splitlines(), 1):
@@ -95,7 +94,7 @@ class _ShardReader:
                 if images is None:
                     continue
                 self.stats.samples += 1
-                yield record, images, where
+                yield self.loaded_type(record, images, where)
 
     def _parse(self, raw: bytes, shard: str, line_no: int) -> Any:
         try:
@@ -104,7 +103,7 @@ class _ShardReader:
             except UnicodeDecodeError as exc:
                 raise SampleError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=shard,
                                   line_no=line_no) from exc
-            return self._from_json(line, shard, line_no)
+            return self.record_type.from_json(line, file=shard, line_no=line_no)
         except SampleError as exc:
             if self.strict:
                 raise
@@ -163,19 +162,14 @@ class SampleReader(_ShardReader):
     """
 
     what = "sample"
-
-    def __iter__(self) -> Iterator[LoadedSample]:
-        for sample, images, where in self._records():
-            yield LoadedSample(sample, images, where)
+    record_type = Sample
+    loaded_type = LoadedSample
 
     def images_of(self, record: LoadedSample) -> list[Image.Image] | None:
         """The images of a record read with load_images=False; None (skipped, counted, logged) when one is
         missing or corrupt."""
         shard = record.source.rsplit(":", 1)[0]
         return self._images(record.sample, shard, record.source)
-
-    def _from_json(self, line: str, shard: str, line_no: int) -> Sample:
-        return Sample.from_json(line, file=shard, line_no=line_no)
 
 
 class PreferenceReader(_ShardReader):
@@ -186,16 +180,11 @@ class PreferenceReader(_ShardReader):
     """
 
     what = "pair"
-
-    def __iter__(self) -> Iterator[LoadedPair]:
-        for pair, images, where in self._records():
-            yield LoadedPair(pair, images, where)
+    record_type = PreferencePair
+    loaded_type = LoadedPair
 
     def images_of(self, record: LoadedPair) -> list[Image.Image] | None:
         """The images of a pair read with load_images=False; None (skipped, counted, logged) when one is
         missing or corrupt."""
         shard = record.source.rsplit(":", 1)[0]
         return self._images(record.pair, shard, record.source)
-
-    def _from_json(self, line: str, shard: str, line_no: int) -> PreferencePair:
-        return PreferencePair.from_json(line, file=shard, line_no=line_no)
