@@ -29,6 +29,11 @@ PREFERENCE_GENERATION_ORDER = ("heldout", "train")
 FACT_KINDS = ("colour", "count", "position", "number")
 
 
+def _check_fractions(where: str, fractions: dict[str, float]) -> None:
+    if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ConfigError(f"{where}: expected fractions >= 0 summing to 1, got {fractions}")
+
+
 def _check_range(where: str, pair: list[int], low: int) -> None:
     if len(pair) != 2 or not low <= pair[0] <= pair[1]:
         raise ConfigError(f"{where}: expected [min, max] with {low} <= min <= max, got {pair}")
@@ -165,8 +170,7 @@ class PreferenceSynthConfig:
         if self.pairs_per_sample < 0:
             raise ConfigError(f"{where}.pairs_per_sample: expected >= 0, got {self.pairs_per_sample}")
         fractions = self.split_fractions()
-        if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
-            raise ConfigError(f"{where}.splits: expected fractions >= 0 summing to 1, got {fractions}")
+        _check_fractions(f"{where}.splits", fractions)
         for kind, weight in self.kinds.items():
             if kind not in FACT_KINDS:
                 raise ConfigError(f"{where}.kinds.{kind}: unknown fact kind (one of {FACT_KINDS})")
@@ -219,8 +223,7 @@ class SynthConfig:
         if not 0 <= self.png_compress_level <= 9:
             raise ConfigError(f"{where}.png_compress_level: expected 0..9, got {self.png_compress_level}")
         fractions = self.split_fractions()
-        if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
-            raise ConfigError(f"{where}.splits: expected fractions >= 0 summing to 1, got {fractions}")
+        _check_fractions(f"{where}.splits", fractions)
         for split in SPLITS:
             weights = self.weights(split)
             for task, weight in weights.items():
