@@ -14,9 +14,13 @@ PAIRS = [("What colour is the circle?", "Red."), ("Count the squares.", "There a
          ("你好", "🐱 unicode réponse"), ("", "")]
 
 
+def _scorer(loaded, **kwargs):
+    return PreferenceScorer(loaded.model, loaded.tokenizer, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def scorer(reward_model_dir):
-    return PreferenceScorer(*load_reward_model(reward_model_dir), max_length=64, batch_size=3, device="cpu")
+    return _scorer(load_reward_model(reward_model_dir), max_length=64, batch_size=3, device="cpu")
 
 
 def test_rewards_are_probabilities_and_batching_does_not_change_them(scorer):
@@ -29,7 +33,7 @@ def test_rewards_are_probabilities_and_batching_does_not_change_them(scorer):
 
 def test_save_and_load_round_trip(scorer, tmp_path):
     folder = save_reward_model(scorer.model, scorer.tokenizer, tmp_path / "copy")
-    again = PreferenceScorer(*load_reward_model(folder), max_length=64, batch_size=3, device="cpu")
+    again = _scorer(load_reward_model(folder), max_length=64, batch_size=3, device="cpu")
     assert again.score(PAIRS) == scorer.score(PAIRS)
 
 
@@ -84,3 +88,41 @@ def test_fresh_model_from_config(runs_dir, tokenizer):
     cfg = rewards_test_config(f"preference.runs_dir={runs_dir}", "preference.max_length=32")
     fresh = PreferenceScorer.from_config(cfg.preference)
     assert 0.0 < fresh.score([("q", "a")])[0] < 1.0
+
+
+def test_the_margin_shifts_the_loss_by_its_definition():
+    chosen, rejected = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 1.0])
+    expected = -(torch.log(torch.sigmoid(chosen - rejected - 0.5))).mean()
+    assert bradley_terry_loss(chosen, rejected, margin=0.5).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert bradley_terry_loss(chosen, rejected, margin=0.5) > bradley_terry_loss(chosen, rejected)
+
+
+def test_a_multimodal_folder_keeps_its_image_processor_and_modality(scorer, tiny_cfg, tmp_path):
+    from model.processor import build_image_processor
+
+    with pytest.raises(ValueError, match="image_processor"):
+        save_reward_model(scorer.model, scorer.tokenizer, tmp_path / "none", modality="multimodal")
+    with pytest.raises(ValueError, match="modality"):
+        save_reward_model(scorer.model, scorer.tokenizer, tmp_path / "bad", modality="audio")
+    processor = build_image_processor(tiny_cfg.processor)
+    folder = save_reward_model(scorer.model, scorer.tokenizer, tmp_path / "mm", modality="multimodal",
+                               image_processor=processor)
+    loaded = load_reward_model(folder)
+    assert loaded.modality == "multimodal"
+    assert loaded.image_processor.to_dict() == processor.to_dict()
+    text_only = load_reward_model(save_reward_model(scorer.model, scorer.tokenizer, tmp_path / "text"))
+    assert (text_only.modality, text_only.image_processor) == ("text", None)
+
+
+def test_a_consolidated_state_dict_is_what_gets_saved(scorer, tmp_path):
+    state = {k: v.clone() for k, v in scorer.model.state_dict().items()}
+    state["score_head.bias"] = torch.full_like(state["score_head.bias"], 0.25)
+    loaded = load_reward_model(save_reward_model(scorer.model, scorer.tokenizer, tmp_path / "sd", state_dict=state))
+    assert loaded.model.score_head.bias.item() == 0.25
+    assert torch.equal(loaded.model.vlm.lm_head.weight, scorer.model.vlm.lm_head.weight)
+
+
+def test_a_folder_with_a_bad_meta_names_the_file(tmp_path):
+    (tmp_path / "reward_model.json").write_text('{"kind": "bradley-terry", "modality": "audio"}')
+    with pytest.raises(ValueError, match="reward_model.json: modality"):
+        load_reward_model(tmp_path)
