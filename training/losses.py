@@ -27,9 +27,18 @@ def lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def lm_batch_loss_sum(model, batch: dict) -> torch.Tensor:
-    """The LM loss sum of one micro-batch of model inputs with `labels` (the model computes no loss itself)."""
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    return lm_loss_sum(logits, batch["labels"])
+    """The LM loss sum of one micro-batch of model inputs with `labels` (the model computes no loss itself).
+
+    Only the positions that predict a label token go through the LM head (`logits_to_keep` as a mask): the
+    sum is lm_loss_sum's, without the vocabulary projection of every prompt and image position.
+    """
+    labels = batch["labels"]
+    targets = labels[..., 1:]
+    predicts = targets != IGNORE_INDEX
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[..., :-1] = predicts
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=keep).logits
+    return F.cross_entropy(logits.float(), targets[predicts], reduction="sum")
 
 
 def batch_label_tokens(batch: dict) -> int:

@@ -143,3 +143,23 @@ def test_restored_packer_continues_identically(encoder):
     rows = [_add_all(packer, samples[added:]) for packer in (first, second)]
     assert [[s.sample_id for s in row] for row in rows[0]] == [[s.sample_id for s in row] for row in rows[1]]
     assert first.stats.counters() == second.stats.counters()
+
+
+def test_the_batch_loss_keeps_only_label_positions_and_equals_the_full_logits_loss(encoder, tiny_model, tokenizer):
+    """lm_batch_loss_sum projects only the positions that predict a label: same sum, same gradients as the
+    loss over every position's logits."""
+    from training.losses import lm_batch_loss_sum, lm_loss_sum
+
+    rows = list(Packer(seq_len=256, buffer_size=64, min_fill=0.0).pack(_samples(encoder, 7)))
+    batch = collate_packed(rows, 256, tokenizer.pad_token_id)
+    sliced = lm_batch_loss_sum(tiny_model, batch)
+    sliced.backward()
+    sliced_grads = {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
+    tiny_model.zero_grad()
+    full = lm_loss_sum(tiny_model(**{k: v for k, v in batch.items() if k != "labels"}).logits, batch["labels"])
+    full.backward()
+    assert sliced.item() == pytest.approx(full.item(), rel=1e-5)
+    assert len(sliced_grads) == sum(1 for p in tiny_model.parameters() if p.grad is not None) > 0
+    for name, p in tiny_model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(sliced_grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
